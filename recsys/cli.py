@@ -1,0 +1,120 @@
+"""The `recsys` command: thin Typer commands over the library.
+
+Exit codes: 0 success, 1 an unexpected failure, 2 a usage error (options, missing files or
+runs), 3 a data error (input that breaks a rule of the input format), 4 a run that could not
+complete (for example too little data).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from recsys.errors import RecsysError
+
+app = typer.Typer(
+    help="A music recommender: batch runs into DuckDB, and the data they start from.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOption = Annotated[
+    Path, typer.Option("--store", help="The store folder (runs/, current.duckdb, registry.json).")
+]
+ConfigOption = Annotated[
+    Optional[Path], typer.Option("--config", help="A TOML config file; defaults otherwise.")
+]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details (DEBUG).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
+) -> None:
+    """Set up logging for every command."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+def _fail(exc: RecsysError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="A dataset folder (events, tracks, users, follows).")],
+) -> None:
+    """Check a dataset folder and print what it holds, or every rule it breaks."""
+    from recsys.io.dataset import read_dataset
+
+    try:
+        dataset = read_dataset(data)
+    except RecsysError as exc:
+        _fail(exc)
+    summary = dataset.summary()
+    table = Table(title=f"{data}", show_header=False)
+    for key, value in summary.items():
+        if key == "events_per_kind":
+            value = ", ".join(f"{k} {n:,}" for k, n in value.items())
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        table.add_row(key.replace("_", " "), str(value))
+    console.print(table)
+
+
+@app.command("import")
+def import_(
+    fmt: Annotated[str, typer.Argument(help="lastfm-hetrec, movielens or lastfm-1k.")],
+    src: Annotated[Path, typer.Argument(help="The folder of the public dataset's files.")],
+    dest: Annotated[Path, typer.Argument(help="The dataset folder to write (Parquet).")],
+) -> None:
+    """Convert a public dataset into the input format, reporting what was read and skipped."""
+    from recsys.io.importers import import_dataset
+
+    try:
+        report = import_dataset(fmt, src, dest)
+    except RecsysError as exc:
+        _fail(exc)
+    for line in report.lines():
+        console.print(line, highlight=False)
+
+
+@app.command()
+def generate(
+    dest: Annotated[Path, typer.Argument(help="The dataset folder to write (Parquet).")],
+    users: Annotated[int, typer.Option(help="Number of users.", min=1)] = 1000,
+    tracks: Annotated[int, typer.Option(help="Number of tracks.", min=1)] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Generate a synthetic dataset with super nodes, genres, creators and follows."""
+    from recsys.config import load_config
+    from recsys.io.generate import generate as run_generator
+
+    try:
+        cfg = load_config(config)
+        summary = run_generator(dest, users=users, tracks=tracks, seed=seed, config=cfg.generator)
+    except RecsysError as exc:
+        _fail(exc)
+    for key, value in summary.items():
+        console.print(f"{key}: {value}", highlight=False)
+
+
+def run_cli() -> None:  # pragma: no cover - console entry for `python -m recsys`
+    sys.exit(app())

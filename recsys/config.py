@@ -1,0 +1,135 @@
+"""One typed config for every stage, loaded from TOML, with defaults that work.
+
+A TOML file holds any of the sections below; a section or key left out keeps its default, and
+an unknown key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recsys.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeedbackConfig(_Section):
+    """How events become one (user, track) strength and a positive or negative class."""
+
+    play_weight: float = 1.0
+    like_weight: float = 4.0
+    repost_weight: float = 6.0
+    skip_weight: float = -3.0
+    # Listening time adds this much strength per minute played.
+    minute_weight: float = 0.1
+
+
+SimilarityMeasure = Literal["cosine", "rp3beta"]
+
+
+class SimilarityConfig(_Section):
+    """Item/item similarity from co-interactions of positive (user, track) pairs."""
+
+    measure: SimilarityMeasure = "rp3beta"
+    k: int = Field(50, ge=1, description="neighbours kept per track")
+    min_co_count: int = Field(2, ge=1, description="users two tracks must share")
+    # RP3beta divides by the target track's popularity to this power: 0 is no damping.
+    beta: float = Field(0.5, ge=0.0, le=2.0)
+
+
+class CandidatesConfig(_Section):
+    """How a user's history becomes candidate tracks."""
+
+    history_size: int = Field(50, ge=1, description="most recent positive tracks used as seeds")
+    max_candidates: int = Field(200, ge=1, description="candidates kept per user")
+    fallback_size: int = Field(50, ge=1, description="popular tracks offered to a cold user")
+
+
+Kpi = Literal["plays", "listening_time", "likes", "reposts"]
+
+
+class LabelsConfig(_Section):
+    """Labels from the window after the training cut."""
+
+    kpi: Kpi = "plays"
+    window_days: float = Field(28.0, gt=0)
+
+
+class RankerConfig(_Section):
+    """The LightGBM lambdarank model."""
+
+    num_trees: int = Field(200, ge=1)
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0)
+    min_data_in_leaf: int = Field(20, ge=1)
+    early_stopping_rounds: int = Field(20, ge=1)
+    validation_share: float = Field(0.2, gt=0, lt=1, description="users held out for stopping")
+    seed: int = 0
+
+
+class RecommendConfig(_Section):
+    """The served lists and their explanations."""
+
+    n: int = Field(10, ge=1, description="recommendations per user")
+    seeds_per_reason: int = Field(3, ge=1, description="history tracks named per reason")
+    shap_top: int = Field(6, ge=1, description="largest SHAP contributions kept per row")
+
+
+class GeneratorConfig(_Section):
+    """The synthetic dataset of `recsys generate`: the shapes the engine must cope with."""
+
+    popularity_exponent: float = Field(1.0, gt=0, description="Zipf exponent of track plays")
+    super_nodes: int = Field(5, ge=0, description="tracks that a large share of users play")
+    super_node_reach: float = Field(0.4, ge=0, le=1, description="share of users per super node")
+    genres: int = Field(12, ge=1)
+    top_genre_share: float = Field(0.7, ge=0, le=1, description="plays in a user's top genre")
+    tracks_per_creator: float = Field(8.0, ge=1)
+    events_per_user: float = Field(60.0, gt=0, description="mean events per user")
+    days: int = Field(120, ge=1, description="span of the event log")
+    skip_rate: float = Field(0.15, ge=0, le=1)
+    like_rate: float = Field(0.05, ge=0, le=1)
+    repost_rate: float = Field(0.01, ge=0, le=1)
+    follows_per_user: float = Field(8.0, ge=0)
+
+
+class StoreConfig(_Section):
+    keep_runs: int = Field(7, ge=1, description="runs kept in the store's runs/ folder")
+
+
+class Config(_Section):
+    feedback: FeedbackConfig = FeedbackConfig()
+    similarity: SimilarityConfig = SimilarityConfig()
+    candidates: CandidatesConfig = CandidatesConfig()
+    labels: LabelsConfig = LabelsConfig()
+    ranker: RankerConfig = RankerConfig()
+    recommend: RecommendConfig = RecommendConfig()
+    store: StoreConfig = StoreConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The config in the TOML file at `path`, or the defaults when `path` is None."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"{path}: [{'.'.join(str(p) for p in err['loc'])}] {err['msg']}"
+            f" (seen: {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        raise ConfigError("\n".join(lines)) from exc
