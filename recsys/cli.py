@@ -118,3 +118,41 @@ def generate(
 
 def run_cli() -> None:  # pragma: no cover - console entry for `python -m recsys`
     sys.exit(app())
+
+
+@app.command()
+def run(
+    data: Annotated[Path, typer.Argument(help="A dataset folder (see `recsys validate`).")],
+    store: StoreOption,
+    as_of: Annotated[
+        Optional[str],
+        typer.Option("--as-of", help="Run as of this UTC time (ISO 8601); default: after the last event."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the batch (feedback, similarity, candidates, ranker, explanations) and publish it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recsys.config import load_config
+    from recsys.pipeline import parse_as_of, run_batch
+
+    try:
+        cfg = load_config(config)
+        moment = parse_as_of(as_of)
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+            console=err_console, transient=True,
+        ) as bar:
+            task = bar.add_task("batch", total=7)
+
+            def advance(stage: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=stage)
+
+            result = run_batch(data, store, cfg=cfg, as_of=moment, progress=advance)
+    except RecsysError as exc:
+        _fail(exc)
+    summary = result.summary
+    console.print(f"run {result.run_id} published to {result.path}", highlight=False)
+    for key in ("as_of", "users", "tracks", "events", "recommendations", "ranker_status",
+                "ndcg_ranker", "ndcg_candidate_order", "ndcg_users", "seconds", "peak_memory_mb"):
+        console.print(f"  {key}: {summary[key]}", highlight=False)

@@ -1,0 +1,341 @@
+"""The batch: runs the stages in order for one as-of moment and publishes a run to the store.
+
+Time (see DESIGN.md): a run at `as_of` sees the events with ts < as_of. The ranker is fitted on
+the training window (features before `as_of - 2w`, labels in `[as_of - 2w, as_of - w)`, early
+stopping on held-out users), compared with the plain candidate order on the validation window
+(features before `as_of - w`, labels in `[as_of - w, as_of)`), then refitted with the same
+number of trees on the validation window and applied to features at `as_of`. `w` is
+`labels.window_days`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys import __version__, schema as s
+from recsys.config import Config
+from recsys.errors import UsageError
+from recsys.io.dataset import Dataset, read_dataset
+from recsys.stages import candidates as cand
+from recsys.stages import explain, features as feat
+from recsys.stages.feedback import events_before, feedback
+from recsys.stages.labels import LABEL, labels
+from recsys.stages.ranker import SCORE, TrainedRanker, ndcg_at, train_ranker
+from recsys.stages.similarity import similar_tracks
+from recsys.store import RunWriter, new_run_id, prune_runs, record_run
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+ORDER_SCORE = "order_score"
+
+
+@dataclass
+class Snapshot:
+    """What the engine knows at one moment: feedback, neighbours, candidates and features."""
+
+    moment: datetime
+    feedback: pl.DataFrame
+    similar: pl.DataFrame
+    candidates: pl.DataFrame
+    contributions: pl.DataFrame
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    path: Path
+    summary: dict
+    stages: list[dict] = field(default_factory=list)
+
+
+class StageLog:
+    """Times each stage, logs one INFO line with its counts, and reports progress."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress = progress
+        self.total = total
+        self.done = 0
+        self.rows: list[dict] = []
+
+    def __call__(self, name: str, started: float, **counts: int) -> None:
+        seconds = time.perf_counter() - started
+        self.done += 1
+        detail = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items())
+        log.info("%s: %s in %.1f s", name, detail, seconds)
+        self.rows.append({"stage": name, "seconds": round(seconds, 3), "rows": sum(counts.values())})
+        if self.progress:
+            self.progress(name, self.done, self.total)
+
+
+def default_as_of(events: pl.DataFrame) -> datetime:
+    """One second after the latest event, so that a default run sees everything."""
+    if events.height == 0:
+        return datetime.now(timezone.utc)
+    return events[s.TS].max() + timedelta(seconds=1)
+
+
+def take_snapshot(data: Dataset, moment: datetime, users: pl.Series, cfg: Config) -> Snapshot:
+    """Build feedback, similarity and candidates from the events before `moment`."""
+    fb = feedback(events_before(data.events, moment), cfg.feedback)
+    similar = similar_tracks(fb, cfg.similarity)
+    candidates, contributions = cand.generate_candidates(users, fb, similar, data.tracks, cfg.candidates)
+    return Snapshot(moment, fb, similar, candidates, contributions)
+
+
+def snapshot_features(data: Dataset, snap: Snapshot, cfg: Config) -> pl.DataFrame:
+    follows = data.follows.filter(pl.col(s.TS).is_null() | (pl.col(s.TS) < snap.moment))
+    return feat.build_features(
+        snap.candidates, snap.contributions, snap.feedback, data.tracks, follows,
+        moment=snap.moment, cfg=cfg.candidates,
+    )
+
+
+def candidate_order(frame: pl.DataFrame) -> pl.Series:
+    """The plain candidate order as a score: by similarity sum, then by the fallbacks' scores."""
+    keys = [feat.SIM_SUM, cand.score_column(cand.POPULAR_IN_GENRE), cand.score_column(cand.POPULAR)]
+    ranked = frame.with_row_index("_i").sort(
+        [s.USER_ID, *keys, s.TRACK_ID], descending=[False, True, True, True, False]
+    )
+    position = ranked.with_columns(pl.int_range(pl.len()).over(s.USER_ID).alias("_p"))
+    return -position.sort("_i")["_p"].cast(pl.Float64)
+
+
+def labelled_rows(data: Dataset, moment: datetime, end: datetime, cfg: Config) -> pl.DataFrame:
+    """Training rows at `moment`: candidates of users with history, labelled by [moment, end)."""
+    seen = events_before(data.events, moment)[s.USER_ID].unique()
+    snap = take_snapshot(data, moment, seen, cfg)
+    rows = snapshot_features(data, snap, cfg)
+    graded = labels(data.events, start=moment, end=end, kpi=cfg.labels.kpi, weights=cfg.feedback)
+    rows = rows.join(graded, on=[s.USER_ID, s.TRACK_ID], how="left").with_columns(
+        pl.col(LABEL).fill_null(0)
+    )
+    return rows.with_columns(candidate_order(rows).alias(ORDER_SCORE))
+
+
+def fingerprint(data: Dataset, folder: Path) -> str:
+    """sha256 over the input files' names and bytes."""
+    digest = hashlib.sha256()
+    for table in sorted(data.files):
+        path = folder / data.files[table]
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class RankerOutcome:
+    ranker: TrainedRanker | None
+    evaluation: pl.DataFrame
+    status: str
+
+
+def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> RankerOutcome:
+    """Fit on the training window, compare on the validation window, refit on the latter."""
+    window = timedelta(days=cfg.labels.window_days)
+    train_cut, valid_cut = as_of - 2 * window, as_of - window
+
+    started = time.perf_counter()
+    train_rows = labelled_rows(data, train_cut, valid_cut, cfg)
+    valid_rows = labelled_rows(data, valid_cut, as_of, cfg)
+    stage("training rows", started, train_rows=train_rows.height, validation_rows=valid_rows.height)
+
+    started = time.perf_counter()
+    first = train_ranker(train_rows, feat.FEATURES, cfg.ranker)
+    evaluation = []
+    if first is not None and valid_rows.height:
+        scored = valid_rows.with_columns(pl.Series(SCORE, first.raw_scores(valid_rows)))
+        for order, column in (("ranker", SCORE), ("candidate_order", ORDER_SCORE)):
+            value, users = ndcg_at(scored, column, k=10)
+            evaluation.append({"window_start": valid_cut, "order": order, "metric": "ndcg@10",
+                               "value": value, "users": users})
+    final = train_ranker(valid_rows, feat.FEATURES, cfg.ranker,
+                         num_trees=first.best_iteration if first else cfg.ranker.num_trees)
+    if final is None and first is not None:
+        final = first
+    status = "fitted" if final else "skipped: no user has both positive and other candidates"
+    stage("ranker", started, train_rows=final.train_rows if final else 0,
+          trees=final.best_iteration if final else 0)
+    if evaluation:
+        log.info("ranker: ndcg@10 %.4f against candidate order %.4f over %s users",
+                 evaluation[0]["value"], evaluation[1]["value"], evaluation[0]["users"])
+    frame = pl.DataFrame(evaluation, schema={"window_start": s.UTC_DATETIME, "order": pl.String,
+                                             "metric": pl.String, "value": pl.Float64,
+                                             "users": pl.Int64})
+    return RankerOutcome(final, frame, status)
+
+
+def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Config,
+          stage: StageLog) -> dict[str, pl.DataFrame]:
+    """Candidates, scores, top-N lists, reasons and SHAP rows for every user at `as_of`."""
+    started = time.perf_counter()
+    users = pl.concat([data.users[s.USER_ID], events_before(data.events, as_of)[s.USER_ID]])
+    snap = take_snapshot(data, as_of, users, cfg)
+    stage("candidates", started, users=users.n_unique(), candidates=snap.candidates.height)
+
+    started = time.perf_counter()
+    rows = snapshot_features(data, snap, cfg)
+    order = candidate_order(rows)
+    score = pl.Series(SCORE, ranker.raw_scores(rows)) if ranker else order
+    rows = rows.with_columns(order.alias(ORDER_SCORE), score.alias(SCORE))
+    recs = explain.top_n(rows, cfg.recommend.n).with_columns(explain.reason_kind())
+    stage("ranking", started, recommendations=recs.height)
+
+    started = time.perf_counter()
+    reasons = explain.seed_reasons(recs, snap.contributions, cfg.recommend)
+    tables = {"recommendation_reasons": reasons}
+    if ranker:
+        contrib = ranker.contributions(recs)
+        tables["shap_values"] = explain.shap_rows(recs, contrib, ranker.features, cfg.recommend)
+        tables["feature_importance"] = explain.global_importance(ranker, contrib)
+        tables["expected_value"] = pl.DataFrame({"value": [float(contrib[0, -1]) if len(contrib) else 0.0]})
+    stage("explanations", started, reasons=reasons.height,
+          shap_rows=tables["shap_values"].height if ranker else 0)
+
+    tables.update(
+        feedback=snap.feedback,
+        similar_tracks=snap.similar,
+        candidates=rows.select(
+            s.USER_ID, s.TRACK_ID, cand.SOURCES_COLUMN,
+            *[c for src in cand.SOURCES for c in (cand.score_column(src), cand.rank_column(src))],
+            SCORE,
+        ),
+        recommendations=recs.select(s.USER_ID, explain.RANK, s.TRACK_ID, SCORE, explain.REASON_KIND),
+        recommendation_features=recs.select(s.USER_ID, s.TRACK_ID, *feat.FEATURES),
+    )
+    return tables
+
+
+def catalogue_tables(data: Dataset, fb: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The users and tracks of the run, with their activity at as_of."""
+    activity = fb.group_by(s.USER_ID).agg(
+        pl.len().alias("tracks_heard"), pl.col("positive").sum().cast(pl.Int64).alias("positive_tracks")
+    )
+    everyone = pl.concat([data.users.select(s.USER_ID), fb.select(s.USER_ID)]).unique()
+    users = (
+        everyone.join(data.users, on=s.USER_ID, how="left")
+        .join(activity, on=s.USER_ID, how="left")
+        .with_columns(pl.col("tracks_heard", "positive_tracks").fill_null(0))
+        .sort(s.USER_ID)
+    )
+    tracks = data.tracks.join(cand.popularity(fb), on=s.TRACK_ID, how="left").with_columns(
+        pl.col(cand.POPULARITY).fill_null(0)
+    )
+    return {"users": users, "tracks": tracks.sort(s.TRACK_ID)}
+
+
+def run_batch(
+    data_dir: str | Path,
+    store: str | Path,
+    *,
+    cfg: Config,
+    as_of: datetime | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Run every stage on the dataset in `data_dir` and publish the run into `store`."""
+    data_dir, store = Path(data_dir), Path(store)
+    begun = time.perf_counter()
+    started_at = datetime.now(timezone.utc)
+    stage = StageLog(progress, total=7)
+
+    t0 = time.perf_counter()
+    data = read_dataset(data_dir)
+    stage("validate", t0, events=data.events.height, tracks=data.tracks.height)
+    as_of = as_of or default_as_of(data.events)
+
+    run_id = new_run_id(started_at)
+    entry = {
+        "id": run_id, "as_of": as_of.isoformat(), "input": str(data_dir.resolve()),
+        "fingerprint": fingerprint(data, data_dir), "config": cfg.model_dump(),
+        "code_version": __version__, "status": "running", "pid": os.getpid(),
+        "started_at": started_at.isoformat(),
+    }
+    record_run(store, entry)
+    writer = RunWriter(store, run_id)
+    try:
+        outcome = fit_ranker(data, as_of, cfg, stage)
+        tables = serve(data, as_of, outcome.ranker, cfg, stage)
+        t0 = time.perf_counter()
+        tables.update(catalogue_tables(data, tables["feedback"]))
+        if outcome.ranker:
+            tables["models"] = pl.DataFrame({
+                "name": ["ranker"], "format": ["lightgbm"],
+                "content": [outcome.ranker.booster.model_to_string()],
+            })
+        tables["ranker_evaluation"] = outcome.evaluation
+        summary = _summary(entry, data, tables, outcome, as_of, cfg)
+        for name, frame in tables.items():
+            if name != "expected_value":
+                writer.write(name, frame)
+        stage("store", t0, tables=len(tables))
+        summary["seconds"] = round(time.perf_counter() - begun, 2)
+        summary["peak_memory_mb"] = round(peak_memory_mb(), 1)
+        writer.write("stages", pl.DataFrame(stage.rows))
+        writer.write("runs", pl.DataFrame([summary]))
+        path = writer.publish()
+    except BaseException as exc:
+        writer.abandon()
+        entry.update(status="failed", error=str(exc) or type(exc).__name__,
+                     finished_at=datetime.now(timezone.utc).isoformat())
+        record_run(store, entry)
+        raise
+    entry.update(status="published", finished_at=datetime.now(timezone.utc).isoformat(),
+                 stages=stage.rows, counts={k: summary[k] for k in ("users", "tracks", "events", "recommendations")})
+    record_run(store, entry)
+    prune_runs(store, cfg.store.keep_runs)
+    log.info("run %s published: %s recommendations, peak memory %.0f MB",
+             run_id, f"{summary['recommendations']:,}", summary["peak_memory_mb"])
+    return RunResult(run_id, path, summary, stage.rows)
+
+
+def _summary(entry, data, tables, outcome, as_of, cfg) -> dict:
+    window = timedelta(days=cfg.labels.window_days)
+    evaluation = {row["order"]: row for row in outcome.evaluation.iter_rows(named=True)}
+    expected = tables.get("expected_value")
+    return {
+        "run_id": entry["id"], "as_of": as_of, "train_cut": as_of - 2 * window,
+        "valid_cut": as_of - window, "input": entry["input"], "fingerprint": entry["fingerprint"],
+        "config": json.dumps(entry["config"]), "code_version": __version__,
+        "started_at": entry["started_at"], "kpi": cfg.labels.kpi,
+        "users": tables["users"].height, "tracks": data.tracks.height,
+        "events": data.events.height, "duplicates_dropped": data.duplicates_dropped,
+        "recommendations": tables["recommendations"].height,
+        "users_with_recommendations": tables["recommendations"][s.USER_ID].n_unique(),
+        "ranker_status": outcome.status,
+        "ranker_trees": outcome.ranker.best_iteration if outcome.ranker else 0,
+        "ranker_train_rows": outcome.ranker.train_rows if outcome.ranker else 0,
+        "ranker_dropped_users": outcome.ranker.dropped_users if outcome.ranker else 0,
+        "expected_value": float(expected["value"][0]) if expected is not None else None,
+        "ndcg_ranker": evaluation.get("ranker", {}).get("value"),
+        "ndcg_candidate_order": evaluation.get("candidate_order", {}).get("value"),
+        "ndcg_users": evaluation.get("ranker", {}).get("users", 0),
+    }
+
+
+def parse_as_of(text: str | None) -> datetime | None:
+    """An --as-of value as a UTC datetime; a naive time is UTC."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"--as-of: cannot parse {text!r}; write ISO 8601 such as 2024-05-01T00:00:00Z") from exc
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

@@ -1,0 +1,112 @@
+"""Explanations: the top-N lists, their reasons ("because you liked") and SHAP attributions."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from recsys import schema as s
+from recsys.config import RecommendConfig
+from recsys.stages.candidates import (
+    CONTRIBUTION,
+    POPULAR,
+    POPULAR_IN_GENRE,
+    SEED_TRACK_ID,
+    SIMILAR,
+    SOURCES_COLUMN,
+)
+from recsys.stages.ranker import SCORE, TrainedRanker
+
+RANK = "rank"
+REASON_KIND = "reason_kind"
+SHARE = "share"
+FEATURE = "feature"
+VALUE = "value"
+REMAINDER = "(other features)"
+# A reason names the source that led to the track, preferring the one tied to the history.
+REASON_ORDER = (SIMILAR, POPULAR_IN_GENRE, POPULAR)
+
+
+def top_n(scored: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Each user's n best candidates by score (ties by track id), ranked from 1."""
+    return (
+        scored.sort([s.USER_ID, SCORE, s.TRACK_ID], descending=[False, True, False])
+        .group_by(s.USER_ID, maintain_order=True)
+        .head(n)
+        .with_columns(pl.int_range(1, pl.len() + 1).over(s.USER_ID).alias(RANK))
+    )
+
+
+def reason_kind() -> pl.Expr:
+    """The first source in REASON_ORDER that proposed the candidate."""
+    expr = pl.lit(None, dtype=pl.String)
+    for source in reversed(REASON_ORDER):
+        expr = pl.when(pl.col(SOURCES_COLUMN).list.contains(source)).then(pl.lit(source)).otherwise(expr)
+    return expr.alias(REASON_KIND)
+
+
+def seed_reasons(
+    recommendations: pl.DataFrame, contributions: pl.DataFrame, cfg: RecommendConfig
+) -> pl.DataFrame:
+    """user_id, track_id, seed_track_id, share: the history tracks that led to each `similar`
+    recommendation, their share of its similarity sum, the largest `seeds_per_reason` kept."""
+    steps = contributions.join(
+        recommendations.filter(pl.col(REASON_KIND) == SIMILAR).select(s.USER_ID, s.TRACK_ID),
+        on=[s.USER_ID, s.TRACK_ID],
+        how="semi",
+    )
+    total = pl.col(CONTRIBUTION).sum().over(s.USER_ID, s.TRACK_ID)
+    return (
+        steps.with_columns((pl.col(CONTRIBUTION) / total).alias(SHARE))
+        .sort([s.USER_ID, s.TRACK_ID, SHARE, SEED_TRACK_ID], descending=[False, False, True, False])
+        .group_by(s.USER_ID, s.TRACK_ID, maintain_order=True)
+        .head(cfg.seeds_per_reason)
+        .select(s.USER_ID, s.TRACK_ID, SEED_TRACK_ID, SHARE)
+    )
+
+
+def shap_rows(
+    recommendations: pl.DataFrame,
+    contrib: np.ndarray,
+    features: tuple[str, ...],
+    cfg: RecommendConfig,
+) -> pl.DataFrame:
+    """The largest `shap_top` contributions per recommendation plus one remainder row, so that
+    the expected value plus a recommendation's stored values is its raw score.
+
+    `contrib` holds one row per recommendation: a value per feature, then the expected value.
+    """
+    values = contrib[:, :-1]
+    n_rows, n_features = values.shape
+    top = min(cfg.shap_top, n_features)
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :top]
+    picked = np.take_along_axis(values, order, axis=1)
+    remainder = values.sum(axis=1) - picked.sum(axis=1)
+
+    names = np.array(features + (REMAINDER,), dtype=object)
+    feature_index = np.concatenate([order, np.full((n_rows, 1), n_features)], axis=1)
+    stacked = np.concatenate([picked, remainder[:, None]], axis=1)
+    frame = pl.DataFrame(
+        {
+            s.USER_ID: np.repeat(recommendations[s.USER_ID].to_numpy(), top + 1),
+            s.TRACK_ID: np.repeat(recommendations[s.TRACK_ID].to_numpy(), top + 1),
+            FEATURE: names[feature_index.ravel()].astype(str),
+            VALUE: stacked.ravel(),
+        }
+    )
+    return frame
+
+
+def global_importance(ranker: TrainedRanker, contrib: np.ndarray) -> pl.DataFrame:
+    """feature, gain and splits (LightGBM's) and mean |SHAP| over the served rows."""
+    booster = ranker.booster
+    mean_abs = np.abs(contrib[:, :-1]).mean(axis=0) if len(contrib) else np.zeros(len(ranker.features))
+    frame = pl.DataFrame(
+        {
+            FEATURE: list(ranker.features),
+            "gain": booster.feature_importance(importance_type="gain").astype(float),
+            "splits": booster.feature_importance(importance_type="split").astype(np.int64),
+            "mean_abs_shap": mean_abs.astype(float),
+        }
+    )
+    return frame.sort("mean_abs_shap", descending=True)

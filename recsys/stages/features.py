@@ -1,0 +1,142 @@
+"""Features per (user, candidate), all computed from the events before one moment.
+
+The feature columns, in the order the ranker sees them, are `FEATURES`. Nothing here reads an
+event at or after `moment`: the caller passes feedback and follows-plays built from the events
+before it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from recsys import schema as s
+from recsys.stages.candidates import (
+    CONTRIBUTION,
+    GENRE_SHARE,
+    POPULAR,
+    POPULAR_IN_GENRE,
+    POPULARITY,
+    SEED_TRACK_ID,
+    genre_shares,
+    popularity,
+    score_column,
+    seeds,
+)
+from recsys.stages.feedback import LAST_TS, PLAYS, POSITIVE
+from recsys.config import CandidatesConfig
+
+SIM_SUM = "sim_sum"
+SIM_MAX = "sim_max"
+N_SEEDS = "n_seeds"
+SEED_RECENCY_DAYS = "seed_recency_days"
+SEED_INTERACTIONS = "seed_interactions"
+TRACK_AGE_DAYS = "track_age_days"
+SAME_CREATOR = "same_creator"
+FRIENDS_PLAYS = "friends_plays"
+HISTORY_SIZE = "history_size"
+
+FEATURES = (
+    SIM_SUM,
+    SIM_MAX,
+    N_SEEDS,
+    SEED_RECENCY_DAYS,
+    SEED_INTERACTIONS,
+    TRACK_AGE_DAYS,
+    POPULARITY,
+    SAME_CREATOR,
+    GENRE_SHARE,
+    FRIENDS_PLAYS,
+    HISTORY_SIZE,
+    score_column(POPULAR_IN_GENRE),
+    score_column(POPULAR),
+)
+
+DAY_US = 86_400 * 1_000_000
+
+
+def _days_before(moment: datetime, column: str) -> pl.Expr:
+    return (pl.lit(moment, dtype=s.UTC_DATETIME) - pl.col(column)).dt.total_microseconds() / DAY_US
+
+
+def build_features(
+    candidates: pl.DataFrame,
+    contributions: pl.DataFrame,
+    feedback: pl.DataFrame,
+    tracks: pl.DataFrame,
+    follows: pl.DataFrame,
+    *,
+    moment: datetime,
+    cfg: CandidatesConfig,
+) -> pl.DataFrame:
+    """Add the feature columns to `candidates` (one row per user and candidate track)."""
+    frame = candidates.join(_seed_features(contributions, feedback, moment, cfg), on=[s.USER_ID, s.TRACK_ID], how="left")
+    frame = frame.join(_track_features(feedback, tracks, moment), on=s.TRACK_ID, how="left")
+    frame = frame.join(_same_creator(candidates, feedback, tracks), on=[s.USER_ID, s.TRACK_ID], how="left")
+
+    shares = genre_shares(feedback, tracks)
+    genres = tracks.select(s.TRACK_ID, s.GENRE)
+    frame = frame.join(genres, on=s.TRACK_ID, how="left").join(shares, on=[s.USER_ID, s.GENRE], how="left")
+
+    frame = frame.join(_friends_plays(candidates, feedback, follows), on=[s.USER_ID, s.TRACK_ID], how="left")
+    history = feedback.filter(pl.col(POSITIVE)).group_by(s.USER_ID).agg(pl.len().alias(HISTORY_SIZE))
+    frame = frame.join(history, on=s.USER_ID, how="left")
+
+    zero_filled = [SIM_SUM, SIM_MAX, N_SEEDS, SEED_INTERACTIONS, POPULARITY, SAME_CREATOR,
+                   GENRE_SHARE, FRIENDS_PLAYS, HISTORY_SIZE,
+                   score_column(POPULAR_IN_GENRE), score_column(POPULAR)]
+    return frame.with_columns(
+        [pl.col(c).fill_null(0).cast(pl.Float64) for c in zero_filled]
+        + [pl.col(c).cast(pl.Float64) for c in (SEED_RECENCY_DAYS, TRACK_AGE_DAYS)]
+    ).drop(s.GENRE)
+
+
+def _seed_features(contributions, feedback, moment, cfg) -> pl.DataFrame:
+    user_seeds = seeds(feedback, cfg).rename({s.TRACK_ID: SEED_TRACK_ID})
+    steps = contributions.join(user_seeds, on=[s.USER_ID, SEED_TRACK_ID], how="left")
+    return steps.group_by(s.USER_ID, s.TRACK_ID).agg(
+        pl.col(CONTRIBUTION).sum().alias(SIM_SUM),
+        pl.col(CONTRIBUTION).max().alias(SIM_MAX),
+        pl.len().alias(N_SEEDS),
+        _days_before(moment, LAST_TS).min().alias(SEED_RECENCY_DAYS),
+        pl.col("interactions").sum().alias(SEED_INTERACTIONS),
+    )
+
+
+def _track_features(feedback, tracks, moment) -> pl.DataFrame:
+    ages = tracks.select(s.TRACK_ID, _days_before(moment, s.CREATED_AT).alias(TRACK_AGE_DAYS))
+    return ages.join(popularity(feedback), on=s.TRACK_ID, how="left")
+
+
+def _same_creator(candidates, feedback, tracks) -> pl.DataFrame:
+    """1 where the candidate's (known) creator made a track in the user's positive history."""
+    creators = tracks.select(s.TRACK_ID, s.CREATOR_ID).filter(pl.col(s.CREATOR_ID).is_not_null())
+    heard = (
+        feedback.filter(pl.col(POSITIVE))
+        .join(creators, on=s.TRACK_ID)
+        .select(s.USER_ID, s.CREATOR_ID)
+        .unique()
+    )
+    return (
+        candidates.select(s.USER_ID, s.TRACK_ID)
+        .join(creators, on=s.TRACK_ID)
+        .join(heard, on=[s.USER_ID, s.CREATOR_ID], how="semi")
+        .select(s.USER_ID, s.TRACK_ID, pl.lit(1).alias(SAME_CREATOR))
+    )
+
+
+def _friends_plays(candidates, feedback, follows) -> pl.DataFrame:
+    """Plays of the candidate by the accounts the user follows."""
+    if follows.height == 0:
+        return pl.DataFrame(schema={s.USER_ID: pl.String, s.TRACK_ID: pl.String, FRIENDS_PLAYS: pl.Int64})
+    followed = follows.select(pl.col(s.FOLLOWER_ID).alias(s.USER_ID), s.FOLLOWEE_ID)
+    plays = feedback.filter(pl.col(PLAYS) > 0).select(
+        pl.col(s.USER_ID).alias(s.FOLLOWEE_ID), s.TRACK_ID, PLAYS
+    )
+    pairs = candidates.select(s.USER_ID, s.TRACK_ID).join(followed, on=s.USER_ID)
+    return (
+        pairs.join(plays, on=[s.FOLLOWEE_ID, s.TRACK_ID])
+        .group_by(s.USER_ID, s.TRACK_ID)
+        .agg(pl.col(PLAYS).sum().alias(FRIENDS_PLAYS))
+    )
