@@ -433,7 +433,8 @@ def _import_movielens(src: Path, report: ImportReport) -> dict[str, pl.DataFrame
         **csv,
     )
     report.read.update({"movies.csv": movies.height, "ratings.csv": ratings.height})
-    movies = _skip(movies, report, [(SKIP_DUPLICATE_MOVIE, ~pl.col("movieId").is_first_distinct())])
+    repeated = ~pl.col("movieId").is_first_distinct()
+    movies = _skip(movies, report, [(SKIP_DUPLICATE_MOVIE, repeated)])
     known = pl.col("movieId").is_in(movies["movieId"].implode())
     ratings = _skip(ratings, report, [(SKIP_UNKNOWN_MOVIE, ~known)])
     report.notes.append(
@@ -488,17 +489,8 @@ LOG_FIELDS = ("user", "ts_text", "artist_mbid", "artist", "track_mbid", "track")
 def _import_lastfm1k(src: Path, report: ImportReport) -> dict[str, pl.DataFrame]:
     """Read the scrobble log (and the profile file if present) and build the tables."""
     lines = _read_lines(src / LASTFM_1K_LOG)
-    profile = src / LASTFM_1K_PROFILE
-    profile_ids = pl.Series(s.USER_ID, [], pl.String)
-    if profile.is_file():
-        profile_ids = _read_table(profile, {"#id": STR})["#id"]
-        report.notes.append(f"users: the {LASTFM_1K_PROFILE} ids, then any others in the log")
-    else:
-        report.notes.append(f"no {LASTFM_1K_PROFILE}: users are those seen in the log")
     report.read[LASTFM_1K_LOG] = lines.height
-    if profile.is_file():
-        report.read[LASTFM_1K_PROFILE] = profile_ids.len()
-
+    profile_ids = _profile_ids(src / LASTFM_1K_PROFILE, report)
     scrobbles = _skip(_split_scrobbles(lines), report, _scrobble_rules(), line=LINE)
     if report.bad_lines:
         log.warning("%s: skipped %s malformed lines", LASTFM_1K_LOG, f"{len(report.bad_lines):,}")
@@ -515,11 +507,22 @@ def _import_lastfm1k(src: Path, report: ImportReport) -> dict[str, pl.DataFrame]
             pl.col("ts").alias(s.TS), pl.lit(1).alias(s.COUNT),
         ),
         s.TRACKS: scrobbles.select(
-            s.TRACK_ID, pl.col("track").alias(s.TITLE), s.CREATOR_ID
+            s.TRACK_ID, _blank_as_null("track").alias(s.TITLE), s.CREATOR_ID
         ).unique(s.TRACK_ID, keep="first", maintain_order=True),
         s.USERS: _users(profile_ids, scrobbles["user"]),
         s.FOLLOWS: s.empty_frame(s.FOLLOWS),
     }
+
+
+def _profile_ids(path: Path, report: ImportReport) -> pl.Series:
+    """The user ids of the profile file (the first column, headed `#id`), none if absent."""
+    if not path.is_file():
+        report.notes.append(f"no {path.name}: the users are those seen in the log")
+        return pl.Series(s.USER_ID, [], pl.String)
+    ids = _read_table(path, {"#id": STR})["#id"]
+    report.read[path.name] = ids.len()
+    report.notes.append(f"users: the {path.name} ids, then any others seen in the log")
+    return ids
 
 
 def _read_lines(path: Path) -> pl.DataFrame:
@@ -528,13 +531,12 @@ def _read_lines(path: Path) -> pl.DataFrame:
     A final newline does not start an extra line, and a trailing carriage return is dropped.
     """
     data = path.read_bytes()
-    chunks = data.split(b"\n")
-    if chunks and chunks[-1] == b"":
-        chunks.pop()
     try:
-        texts: list[str | None] = data.decode("utf-8").split("\n")[: len(chunks)]
+        texts: list[str | None] = data.decode("utf-8").split("\n")
     except UnicodeDecodeError:
-        texts = [_utf8_or_none(chunk) for chunk in chunks]
+        texts = [_utf8_or_none(chunk) for chunk in data.split(b"\n")]
+    if texts and texts[-1] == "":
+        texts.pop()
     return pl.DataFrame(
         {"text": pl.Series(texts, dtype=pl.String).str.strip_suffix("\r")}
     ).with_row_index(LINE, offset=1)
@@ -580,6 +582,10 @@ def _scrobble_rules() -> list[tuple[str, pl.Expr]]:
 
 def _is_empty(column: str) -> pl.Expr:
     return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+
+
+def _blank_as_null(column: str) -> pl.Expr:
+    return pl.when(_is_empty(column)).then(None).otherwise(pl.col(column))
 
 
 def normalize_name(name: pl.Expr) -> pl.Expr:
