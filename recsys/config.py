@@ -96,6 +96,20 @@ class GeneratorConfig(_Section):
     like_rate: float = Field(0.05, ge=0, le=1)
     repost_rate: float = Field(0.01, ge=0, le=1)
     follows_per_user: float = Field(8.0, ge=0)
+    follow_play_share: float = Field(
+        0.2, ge=0, le=1, description="listens that go to creators the user follows"
+    )
+    styles_per_genre: int = Field(3, ge=1, description="latent scenes inside a genre")
+    style_focus: float = Field(
+        0.5, ge=0, le=1, description="top-genre listens that stay in the user's own scene"
+    )
+    new_track_share: float = Field(0.25, ge=0, le=1, description="tracks released in the span")
+    new_user_share: float = Field(0.3, ge=0, le=1, description="users who join during the span")
+    popularity_drift: float = Field(
+        0.8, ge=0, le=1, description="how far a track's popularity rises or fades over the span"
+    )
+    unknown_genre_share: float = Field(0.05, ge=0, le=1, description="tracks with a null genre")
+    unknown_creator_share: float = Field(0.01, ge=0, le=1, description="tracks, null creator")
 
 
 class StoreConfig(_Section):

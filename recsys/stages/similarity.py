@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
+import numba
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -31,7 +32,6 @@ NEIGHBOUR_ID = "neighbour_id"
 SCORE = "score"
 CO_COUNT = "co_count"
 RANK = "rank"
-BLOCK_ROWS = 2048
 
 
 def positive_matrix(feedback: pl.DataFrame) -> tuple[sp.csr_matrix, IdMap, IdMap]:
@@ -73,47 +73,115 @@ def similar_tracks(feedback: pl.DataFrame, cfg: SimilarityConfig) -> pl.DataFram
 def neighbours(
     matrix: sp.csr_matrix, cfg: SimilarityConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Arrays (track, neighbour, score, co_count) of each track's top-k neighbours."""
+    """Arrays (track, neighbour, score, co_count) of each track's top-k neighbours, ordered by
+    track, then score descending, then neighbour index."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix.sum_duplicates()
     item_users = matrix.T.tocsr()
-    n_items = np.asarray(matrix.sum(axis=0)).ravel()
-    weighted = matrix
-    if cfg.measure == "rp3beta":
-        activity = np.asarray(matrix.sum(axis=1)).ravel()
-        weighted = sp.diags(1.0 / np.maximum(activity, 1.0)).dot(matrix).tocsr()
-
-    parts = []
-    for start in range(0, item_users.shape[0], BLOCK_ROWS):
-        block = item_users[start : start + BLOCK_ROWS]
-        co = (block @ matrix).tocsr()
-        raw = (block @ weighted).tocsr() if weighted is not matrix else co
-        parts.append(_block_top_k(co, raw, start, n_items, cfg))
-    if not parts:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty, np.empty(0), empty
-    return tuple(np.concatenate(arrays) for arrays in zip(*parts))  # type: ignore[return-value]
+    n_items = np.diff(item_users.indptr).astype(np.float64)
+    activity = np.diff(matrix.indptr).astype(np.float64)
+    user_weight = 1.0 / np.maximum(activity, 1.0) if cfg.measure == "rp3beta" else np.ones_like(activity)
+    measure = MEASURES.index(cfg.measure)
+    dst, score, co = _top_k_kernel(
+        item_users.indptr.astype(np.int64), item_users.indices.astype(np.int32),
+        matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32),
+        user_weight, n_items, measure, float(cfg.beta), int(cfg.min_co_count), int(cfg.k),
+        numba.get_num_threads() * 8,
+    )
+    found = dst >= 0
+    src = np.repeat(np.arange(item_users.shape[0]), cfg.k)[found.ravel()]
+    return src, dst[found], score[found], co[found]
 
 
-def _block_top_k(
-    co: sp.csr_matrix, raw: sp.csr_matrix, start: int, n_items: np.ndarray, cfg: SimilarityConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    # Both products share one sparsity pattern; their entries are aligned after sorting.
-    raw.sort_indices()
-    co.sort_indices()
-    rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr)) + start
-    cols = co.indices
-    counts = co.data
-    values = raw.data.astype(np.float64)
-    if cfg.measure == "cosine":
-        scores = counts / np.sqrt(n_items[rows] * n_items[cols])
-    else:
-        scores = values / n_items[rows] / np.power(n_items[cols], cfg.beta)
+MEASURES = ("cosine", "rp3beta")
 
-    keep = (rows != cols) & (counts >= cfg.min_co_count)
-    rows, cols, counts, scores = rows[keep], cols[keep], counts[keep], scores[keep]
 
-    # Top k per row: order by row, then by score descending, then by column for stable ties.
-    order = np.lexsort((cols, -scores, rows))
-    rows, cols, counts, scores = rows[order], cols[order], counts[order], scores[order]
-    first = np.searchsorted(rows, rows, side="left")
-    top = (np.arange(len(rows)) - first) < cfg.k
-    return rows[top], cols[top], scores[top], counts[top]
+@numba.njit(cache=True, nogil=True)
+def _score(measure, co, weighted, n_i, n_j, beta):
+    if measure == 0:
+        return co / np.sqrt(n_i * n_j)
+    return weighted / n_i / n_j**beta
+
+
+@numba.njit(cache=True, nogil=True)
+def _sift_down(heap_score, heap_item, size, pos):
+    # A min-heap on (score, -item): the root is the weakest of the kept neighbours.
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            return
+        child = left
+        right = left + 1
+        if right < size and _weaker(heap_score[right], heap_item[right], heap_score[left], heap_item[left]):
+            child = right
+        if _weaker(heap_score[child], heap_item[child], heap_score[pos], heap_item[pos]):
+            heap_score[pos], heap_score[child] = heap_score[child], heap_score[pos]
+            heap_item[pos], heap_item[child] = heap_item[child], heap_item[pos]
+            pos = child
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _weaker(score_a, item_a, score_b, item_b):
+    """Whether neighbour a ranks below b: a lower score, or the same score and a larger index."""
+    return score_a < score_b or (score_a == score_b and item_a > item_b)
+
+
+@numba.njit(cache=True, parallel=True)
+def _top_k_kernel(
+    iu_ptr, iu_idx, ui_ptr, ui_idx, user_weight, n_items, measure, beta, min_co, k, chunks
+):
+    """For every item, accumulate co-counts over its users' items in a dense buffer, then keep
+    the k best neighbours in a heap. Items are dealt round-robin into `chunks` chunks that the
+    threads share, so a few heavy items do not land on one thread."""
+    items = len(iu_ptr) - 1
+    out_item = np.full((items, k), -1, dtype=np.int64)
+    out_score = np.zeros((items, k), dtype=np.float64)
+    out_co = np.zeros((items, k), dtype=np.int64)
+    for chunk in numba.prange(chunks):
+        co = np.zeros(items, dtype=np.int32)
+        weighted = np.zeros(items, dtype=np.float64)
+        touched = np.empty(items, dtype=np.int32)
+        heap_score = np.empty(k, dtype=np.float64)
+        heap_item = np.empty(k, dtype=np.int64)
+        for i in range(chunk, items, chunks):
+            n_touched = 0
+            for p in range(iu_ptr[i], iu_ptr[i + 1]):
+                u = iu_idx[p]
+                w = user_weight[u]
+                for q in range(ui_ptr[u], ui_ptr[u + 1]):
+                    j = ui_idx[q]
+                    if co[j] == 0:
+                        touched[n_touched] = j
+                        n_touched += 1
+                    co[j] += 1
+                    weighted[j] += w
+            size = 0
+            for t in range(n_touched):
+                j = touched[t]
+                if j != i and co[j] >= min_co:
+                    s_ij = _score(measure, co[j], weighted[j], n_items[i], n_items[j], beta)
+                    if size < k:
+                        heap_score[size] = s_ij
+                        heap_item[size] = j
+                        size += 1
+                        if size == k:
+                            for pos in range(k // 2 - 1, -1, -1):
+                                _sift_down(heap_score, heap_item, k, pos)
+                    elif _weaker(heap_score[0], heap_item[0], s_ij, j):
+                        heap_score[0] = s_ij
+                        heap_item[0] = j
+                        _sift_down(heap_score, heap_item, k, 0)
+            # Best first: order the kept neighbours by score descending, then index.
+            order = np.argsort(heap_item[:size])
+            ranked = order[np.argsort(-heap_score[:size][order], kind="mergesort")]
+            for r in range(size):
+                j = heap_item[ranked[r]]
+                out_item[i, r] = j
+                out_score[i, r] = heap_score[ranked[r]]
+                out_co[i, r] = co[j]
+            for t in range(n_touched):
+                co[touched[t]] = 0
+                weighted[touched[t]] = 0.0
+    return out_item, out_score, out_co

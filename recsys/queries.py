@@ -1,0 +1,211 @@
+"""The queries the pages read through: small functions over a read-only run connection.
+
+Every function takes a DuckDB connection to one run file (see `recsys.store`) and returns a
+polars frame. Values from the user (a search text, a user or track id) are always bound as
+parameters, never written into the SQL text. Tables that a run writes only when its ranker was
+fitted (`shap_values`, `feature_importance`) read as empty frames when they are absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from recsys import schema as s
+from recsys.store import CURRENT, current_run_id, read_registry
+
+USER_MATCHES = 50
+HISTORY_ROWS = 10
+RUNNING = "running"
+
+
+def read(con: duckdb.DuckDBPyConnection, sql: str, **params: object) -> pl.DataFrame:
+    """The result of `sql` as a polars frame, with `$name` placeholders bound from `params`."""
+    return con.sql(sql, params=params or None).pl()
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = read(con, "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = $name",
+                 name=name)
+    return found["n"][0] > 0
+
+
+def current_run(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The run's one summary row (id, as_of, input, counts, ranker figures, timings)."""
+    return read(con, "SELECT * FROM runs")
+
+
+def stage_timings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """stage, seconds, rows: one row per stage, in the order they ran."""
+    return read(con, "SELECT stage, seconds, rows FROM stages")
+
+
+def ranker_evaluation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """window_start, order, metric, value, users: the ranker against the candidate order."""
+    return read(con, 'SELECT window_start, "order", metric, value, users FROM ranker_evaluation')
+
+
+def feature_importance(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """feature, gain, splits, mean_abs_shap, largest mean |SHAP| first; empty without a ranker."""
+    if not has_table(con, "feature_importance"):
+        return pl.DataFrame(schema={"feature": pl.String, "gain": pl.Float64,
+                                    "splits": pl.Int64, "mean_abs_shap": pl.Float64})
+    return read(con, "SELECT * FROM feature_importance ORDER BY mean_abs_shap DESC, feature")
+
+
+def find_users(
+    con: duckdb.DuckDBPyConnection, text: str, *, limit: int = USER_MATCHES
+) -> pl.DataFrame:
+    """Users whose id or name contains `text` (case-insensitive), an exact id first.
+
+    An empty `text` matches everyone; at most `limit` rows, most active users first after the
+    exact and prefix matches.
+    """
+    sql = """
+        SELECT user_id, name, tracks_heard, positive_tracks FROM users
+        WHERE contains(lower(user_id), lower($text))
+           OR contains(lower(coalesce(name, '')), lower($text))
+        ORDER BY user_id = $text DESC, starts_with(lower(user_id), lower($text)) DESC,
+                 tracks_heard DESC, user_id
+        LIMIT $limit
+    """
+    return read(con, sql, text=text.strip(), limit=limit)
+
+
+def user(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """The user's row (user_id, name, tracks_heard, positive_tracks), empty when unknown."""
+    return read(con, "SELECT * FROM users WHERE user_id = $user_id", user_id=user_id)
+
+
+def user_history(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """Every track the user interacted with before as_of, with its title and what they did.
+
+    `kinds` says it in words ("3 plays, liked, 1 skip"); `last_ts` is the latest interaction.
+    """
+    sql = """
+        SELECT f.track_id, t.title, t.creator_id, t.genre, f.plays, f.likes, f.reposts,
+               f.skips, f.listen_ms, f.first_ts, f.last_ts, f.strength, f.positive
+        FROM feedback f LEFT JOIN tracks t USING (track_id)
+        WHERE f.user_id = $user_id
+    """
+    return read(con, sql, user_id=user_id).with_columns(_kinds())
+
+
+def _kinds() -> pl.Expr:
+    def counted(column: str, one: str, many: str) -> pl.Expr:
+        n = pl.col(column)
+        words = pl.when(n == 1).then(pl.lit(f"1 {one}")).otherwise(n.cast(pl.String) + f" {many}")
+        return pl.when(n > 0).then(words)
+
+    def flag(column: str, word: str) -> pl.Expr:
+        return pl.when(pl.col(column) > 0).then(pl.lit(word))
+
+    parts = [counted("plays", "play", "plays"), flag("likes", "liked"),
+             flag("reposts", "reposted"), counted("skips", "skip", "skips")]
+    return pl.concat_str(parts, separator=", ", ignore_nulls=True).alias("kinds")
+
+
+def most_played(history: pl.DataFrame, n: int = HISTORY_ROWS) -> pl.DataFrame:
+    """The `n` tracks with the most plays, then the strongest feedback."""
+    return history.sort(["plays", "strength", s.TRACK_ID], descending=[True, True, False]).head(n)
+
+
+def most_recent(history: pl.DataFrame, n: int = HISTORY_ROWS) -> pl.DataFrame:
+    """The `n` tracks heard most recently."""
+    return history.sort(["last_ts", s.TRACK_ID], descending=[True, False]).head(n)
+
+
+def user_recommendations(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """rank, track_id, title, creator_id, genre, score, reason_kind and `because`: the seed
+    titles with their shares ("Title (40%), ..."), null for a fallback recommendation."""
+    sql = """
+        WITH seeds AS (
+            SELECT r.track_id,
+                   string_agg(coalesce(t.title, r.seed_track_id) || ' ('
+                              || CAST(round(100 * r.share) AS INTEGER) || '%)', ', '
+                              ORDER BY r.share DESC, r.seed_track_id) AS because
+            FROM recommendation_reasons r LEFT JOIN tracks t ON t.track_id = r.seed_track_id
+            WHERE r.user_id = $user_id
+            GROUP BY r.track_id
+        )
+        SELECT r.rank, r.track_id, t.title, t.creator_id, t.genre, r.score, r.reason_kind,
+               seeds.because
+        FROM recommendations r
+        LEFT JOIN tracks t USING (track_id)
+        LEFT JOIN seeds USING (track_id)
+        WHERE r.user_id = $user_id
+        ORDER BY r.rank
+    """
+    return read(con, sql, user_id=user_id)
+
+
+def reasons(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """track_id, seed_track_id, seed_title, share: the history tracks behind each
+    recommendation of the user, largest share first."""
+    sql = """
+        SELECT r.track_id, r.seed_track_id, t.title AS seed_title, r.share
+        FROM recommendation_reasons r LEFT JOIN tracks t ON t.track_id = r.seed_track_id
+        WHERE r.user_id = $user_id
+        ORDER BY r.track_id, r.share DESC, r.seed_track_id
+    """
+    return read(con, sql, user_id=user_id)
+
+
+def shap_for(con: duckdb.DuckDBPyConnection, user_id: str, track_id: str) -> pl.DataFrame:
+    """feature, value (its SHAP contribution) and feature_value (the input the ranker saw) for
+    one recommendation: largest |value| first, the "(other features)" remainder last.
+
+    The expected value (`expected_value`) plus the values is the recommendation's score.
+    """
+    if not has_table(con, "shap_values"):
+        return pl.DataFrame(schema={"feature": pl.String, "value": pl.Float64,
+                                    "feature_value": pl.Float64})
+    where = "WHERE user_id = $user_id AND track_id = $track_id"
+    shap = read(con, f"SELECT feature, value FROM shap_values {where}",
+                user_id=user_id, track_id=track_id)
+    inputs = read(con, f"SELECT * EXCLUDE (user_id, track_id) FROM recommendation_features {where}",
+                  user_id=user_id, track_id=track_id)
+    inputs = inputs.unpivot(variable_name="feature", value_name="feature_value")
+    return (
+        shap.join(inputs, on="feature", how="left")
+        .with_columns(pl.col("feature").str.starts_with("(").alias("_remainder"))
+        .sort(["_remainder", pl.col("value").abs()], descending=[False, True])
+        .drop("_remainder")
+    )
+
+
+def expected_value(con: duckdb.DuckDBPyConnection) -> float | None:
+    """The ranker's expected raw score (the base of every SHAP explanation), None without one."""
+    return read(con, "SELECT expected_value FROM runs")["expected_value"][0]
+
+
+def current_run_file(store: str | Path) -> Path | None:
+    """The run file that `current.duckdb` points at, resolved, or None when there is none."""
+    link = Path(store) / CURRENT
+    return link.resolve() if link.exists() else None
+
+
+def run_in_progress(store: str | Path) -> dict | None:
+    """The newest registry entry still "running" that is newer than the current run and whose
+    process is alive on this machine, or None."""
+    current = current_run_id(store) or ""
+    running = [
+        entry for entry in read_registry(store)["runs"]
+        if entry.get("status") == RUNNING and entry["id"] > current and _alive(entry.get("pid"))
+    ]
+    return max(running, key=lambda entry: entry["id"], default=None)
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
