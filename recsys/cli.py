@@ -8,7 +8,6 @@ complete (for example too little data).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from recsys.errors import RecsysError
 
@@ -116,8 +116,6 @@ def generate(
         console.print(f"{key}: {value}", highlight=False)
 
 
-def run_cli() -> None:  # pragma: no cover - console entry for `python -m recsys`
-    sys.exit(app())
 
 
 @app.command()
@@ -156,3 +154,47 @@ def run(
     for key in ("as_of", "users", "tracks", "events", "recommendations", "ranker_status",
                 "ndcg_ranker", "ndcg_candidate_order", "ndcg_users", "seconds", "peak_memory_mb"):
         console.print(f"  {key}: {summary[key]}", highlight=False)
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="A user id as it is in the data.")],
+    store: StoreOption,
+    run_id: Annotated[
+        Optional[str], typer.Option("--run", help="A run id from `recsys runs`; default: current.")
+    ] = None,
+    shap: Annotated[int, typer.Option(help="SHAP contributions shown per recommendation.")] = 3,
+) -> None:
+    """Print one user's recommendations with their reasons and top SHAP contributions."""
+    from recsys import queries
+    from recsys.errors import UsageError
+    from recsys.store import open_run
+
+    try:
+        con = open_run(store, run_id)
+        if queries.user(con, user).height == 0:
+            raise UsageError(f"user {user!r} is not in run {queries.current_run(con)['run_id'][0]}; "
+                             "check the id (ids are matched exactly, as strings)")
+        recs = queries.user_recommendations(con, user)
+        base = queries.expected_value(con)
+        table = Table(title=f"recommendations for {user}")
+        for column in ("rank", "title", "score", "reason", "because you liked", "top SHAP"):
+            table.add_column(column)
+        for row in recs.iter_rows(named=True):
+            contributions = queries.shap_for(con, user, row["track_id"]).head(shap)
+            top = ", ".join(f"{r['feature']} {r['value']:+.3f}" for r in contributions.iter_rows(named=True))
+            # Titles come from the data: Text keeps rich from reading them as markup.
+            title = Text(row["title"] or row["track_id"])
+            because = Text(row["because"] or _fallback_text(row["reason_kind"]))
+            table.add_row(str(row["rank"]), title, f"{row['score']:.4f}", row["reason_kind"],
+                          because, top)
+        console.print(table)
+        if base is not None:
+            console.print(f"expected value (SHAP base): {base:.4f}", highlight=False)
+    except RecsysError as exc:
+        _fail(exc)
+
+
+def _fallback_text(kind: str) -> str:
+    return {"popular_in_genre": "no history track led here: popular in your genres",
+            "popular": "no history track led here: popular overall"}.get(kind, "")

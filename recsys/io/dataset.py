@@ -215,6 +215,7 @@ def _normalize(table: str, name: str, frame: pl.DataFrame, problems: list[Proble
     """Cast `frame` to the table's columns and types, recording every rule it breaks."""
     columns = s.TABLE_COLUMNS[table]
     optional = s.OPTIONAL_COLUMNS[table]
+    known = len(problems)
     missing = [c for c in columns if c not in frame.columns and c not in optional]
     if missing:
         problems.append(
@@ -240,8 +241,12 @@ def _normalize(table: str, name: str, frame: pl.DataFrame, problems: list[Proble
         lost = frame.filter(given & cast[column].is_null())
         if lost.height:
             problems.append(_type_problem(name, column, dtype, lost))
-    if problems:
+    if len(problems) > known:
         return cast
+    # An empty cell in a column with a default takes the default (count: 1).
+    cast = cast.with_columns(
+        pl.col(c).fill_null(v) for c, v in optional.items() if v is not None and c in frame.columns
+    )
 
     _, failure = RULE_SCHEMAS[table].filter(cast, cast=True)
     for key, count in failure.counts().items():
@@ -257,7 +262,7 @@ def _normalize(table: str, name: str, frame: pl.DataFrame, problems: list[Proble
         if dup.height:
             problems.append(Problem(name, s.TRACK_ID, "must be unique", dup.height,
                                     _examples(dup, s.TRACK_ID), "keep one row per track"))
-    if table == s.EVENTS and not problems:
+    if table == s.EVENTS and len(problems) == known:
         return cast.with_columns(pl.col(s.KIND).cast(s.EVENT_KIND))
     return cast
 

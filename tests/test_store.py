@@ -1,0 +1,76 @@
+"""Publishing: a killed or failed run leaves the current run untouched; the next one succeeds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.store import CURRENT, current_run_id, read_registry
+
+from conftest import SAMPLE_DATA
+
+
+def _run_ids(store: Path) -> list[str]:
+    with duckdb.connect(str(store / CURRENT), read_only=True) as con:
+        return [con.execute("SELECT run_id FROM runs").fetchone()[0],
+                con.execute("SELECT count(*) FROM recommendations").fetchone()[0]]
+
+
+@pytest.fixture
+def store(sample_store, tmp_path) -> Path:
+    """A private copy of the sample store, so a test may run and kill batches in it."""
+    copy = tmp_path / "store"
+    shutil.copytree(sample_store, copy, symlinks=True)
+    return copy
+
+
+def test_a_killed_run_leaves_the_current_run_untouched(store):
+    before = _run_ids(store)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys", "run", str(SAMPLE_DATA), "--store", str(store)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list((store / "runs").glob(".*.duckdb.tmp")):
+        assert process.poll() is None, "the run ended before its temporary file was seen"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    assert _run_ids(store) == before
+    killed = [r for r in read_registry(store)["runs"] if r["status"] == "running"]
+    assert len(killed) == 1 and killed[0]["pid"] == process.pid
+
+    result = CliRunner().invoke(app, ["run", str(SAMPLE_DATA), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    after = _run_ids(store)
+    assert after[0] != before[0] and after[0] == current_run_id(store)
+
+
+def test_bad_input_fails_and_writes_nothing(store, tmp_path):
+    before = _run_ids(store)
+    files_before = sorted(p.name for p in (store / "runs").iterdir())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "tracks.csv").write_text("track_id,title\nt1,One\n")
+    (bad / "events.csv").write_text(
+        "user_id,track_id,kind,ts\nu1,t1,play,2024-01-01\nu1,t2,play,2024-01-02\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(bad), "--store", str(store)])
+    assert result.exit_code == 3
+    assert "events.csv" in result.output and "track_id" in result.output
+    assert "row 2" in result.output
+    assert _run_ids(store) == before
+    assert sorted(p.name for p in (store / "runs").iterdir()) == files_before

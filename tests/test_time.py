@@ -1,0 +1,61 @@
+"""Time rules: nothing at or after a cut feeds a feature; late users are not training rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from recsys import schema as s
+from recsys.config import Config
+from recsys.io.dataset import Dataset
+from recsys.pipeline import labelled_rows
+from recsys.stages.features import FEATURES
+from recsys.stages.labels import LABEL
+
+from helpers import day, events, tracks
+
+
+def _dataset(ev: pl.DataFrame) -> Dataset:
+    catalogue = tracks([(f"t{i}", f"c{i % 4}", ["rock", "jazz", None][i % 3], i % 5)
+                        for i in range(12)])
+    follows = pl.DataFrame({s.FOLLOWER_ID: ["u0", "u1"], s.FOLLOWEE_ID: ["u2", "u3"],
+                            s.TS: [day(1), day(100)]}, schema=s.TABLE_COLUMNS[s.FOLLOWS])
+    return Dataset(events=ev, tracks=catalogue, users=s.empty_frame(s.USERS), follows=follows)
+
+
+def _history(seed: int, start: float, end: float, users: int = 8) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [
+        (f"u{rng.integers(users)}", f"t{rng.integers(12)}", str(rng.choice(["play", "like", "skip"])),
+         float(rng.uniform(start, end)), int(rng.integers(1_000, 200_000)))
+        for _ in range(150)
+    ]
+    return events(rows)
+
+
+def test_features_see_nothing_at_or_after_the_cut():
+    cut, end = day(40), day(70)
+    before = _history(0, 0, 40)
+    after_a = _history(1, 40, 70)
+    # Another future: different events after the cut, and the late user's events.
+    after_b = pl.concat([_history(2, 40, 70), events([("late", "t1", "play", 50)])])
+    cfg = Config()
+    rows_a = labelled_rows(_dataset(pl.concat([before, after_a])), cut, end, cfg)
+    rows_b = labelled_rows(_dataset(pl.concat([before, after_b])), cut, end, cfg)
+
+    keys = [s.USER_ID, s.TRACK_ID]
+    features_a = rows_a.select(*keys, *FEATURES).sort(keys)
+    features_b = rows_b.select(*keys, *FEATURES).sort(keys)
+    assert features_a.height > 20 and features_a["sim_sum"].sum() > 0
+    assert_frame_equal(features_a, features_b)
+    # The labels do differ: the futures are different.
+    assert not rows_a.sort(keys)[LABEL].equals(rows_b.sort(keys)[LABEL])
+
+
+def test_a_user_whose_events_are_all_after_the_cut_is_not_a_training_row():
+    ev = pl.concat([_history(0, 0, 40), events([("late", "t1", "play", 50),
+                                                 ("late", "t2", "like", 51)])])
+    rows = labelled_rows(_dataset(ev), day(40), day(70), Config())
+    assert "late" not in rows[s.USER_ID].to_list()
+    assert rows[s.USER_ID].n_unique() > 3
