@@ -1,11 +1,14 @@
 """The batch: runs the stages in order for one as-of moment and publishes a run to the store.
 
-Time (see DESIGN.md): a run at `as_of` sees the events with ts < as_of. The ranker is fitted on
-the training window (features before `as_of - 2w`, labels in `[as_of - 2w, as_of - w)`, early
-stopping on held-out users), compared with the plain candidate order on the validation window
-(features before `as_of - w`, labels in `[as_of - w, as_of)`), then refitted with the same
-number of trees on the validation window and applied to features at `as_of`. `w` is
-`labels.window_days`.
+Time (see DESIGN.md): a run at `as_of` sees the events with ts < as_of. With `w` the label
+window (`labels.window_days`) and `n` the training cuts (`ranker.training_cuts`):
+
+- training rows: for i = 1..n, features before `as_of - (i + 1) w` and labels from the window
+  after that cut, stacked (one ranking group per cut and user); early stopping on held-out users;
+- validation: features before `as_of - w`, labels in `[as_of - w, as_of)`; the fitted ranker and
+  the plain candidate order are both scored there (NDCG@10);
+- serving: the ranker is refitted with the same number of trees on the validation rows (the
+  latest labelled window) and applied to the features at `as_of`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from recsys.stages import candidates as cand
 from recsys.stages import explain, features as feat
 from recsys.stages.feedback import events_before, feedback
 from recsys.stages.labels import LABEL, labels
-from recsys.stages.ranker import SCORE, TrainedRanker, ndcg_at, train_ranker
+from recsys.stages.ranker import CUT, SCORE, TrainedRanker, ndcg_at, train_ranker
 from recsys.stages.similarity import similar_tracks
 from recsys.store import RunWriter, new_run_id, prune_runs, record_run
 
@@ -151,10 +154,15 @@ class RankerOutcome:
 def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> RankerOutcome:
     """Fit on the training window, compare on the validation window, refit on the latter."""
     window = timedelta(days=cfg.labels.window_days)
-    train_cut, valid_cut = as_of - 2 * window, as_of - window
+    valid_cut = as_of - window
 
     started = time.perf_counter()
-    train_rows = labelled_rows(data, train_cut, valid_cut, cfg)
+    stacked = []
+    for i in range(1, cfg.ranker.training_cuts + 1):
+        cut = as_of - (i + 1) * window
+        rows = labelled_rows(data, cut, cut + window, cfg)
+        stacked.append(rows.with_columns(pl.lit(i, dtype=pl.Int32).alias(CUT)))
+    train_rows = pl.concat(stacked)
     valid_rows = labelled_rows(data, valid_cut, as_of, cfg)
     stage("training rows", started, train_rows=train_rows.height, validation_rows=valid_rows.height)
 
@@ -311,7 +319,8 @@ def _summary(entry, data, tables, outcome, as_of, cfg) -> dict:
     evaluation = {row["order"]: row for row in outcome.evaluation.iter_rows(named=True)}
     expected = tables.get("expected_value")
     return {
-        "run_id": entry["id"], "as_of": as_of, "train_cut": as_of - 2 * window,
+        "run_id": entry["id"], "as_of": as_of,
+        "train_cut": as_of - (cfg.ranker.training_cuts + 1) * window,
         "valid_cut": as_of - window, "input": entry["input"], "fingerprint": entry["fingerprint"],
         "config": json.dumps(entry["config"]), "code_version": __version__,
         "started_at": entry["started_at"], "kpi": cfg.labels.kpi,

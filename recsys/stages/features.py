@@ -19,8 +19,10 @@ from recsys.stages.candidates import (
     POPULAR_IN_GENRE,
     POPULARITY,
     SEED_TRACK_ID,
+    SIMILAR,
     genre_shares,
     popularity,
+    rank_column,
     score_column,
     seeds,
 )
@@ -51,6 +53,9 @@ FEATURES = (
     HISTORY_SIZE,
     score_column(POPULAR_IN_GENRE),
     score_column(POPULAR),
+    rank_column(SIMILAR),
+    rank_column(POPULAR_IN_GENRE),
+    rank_column(POPULAR),
 )
 
 DAY_US = 86_400 * 1_000_000
@@ -89,6 +94,7 @@ def build_features(
     return frame.with_columns(
         [pl.col(c).fill_null(0).cast(pl.Float64) for c in zero_filled]
         + [pl.col(c).cast(pl.Float64) for c in (SEED_RECENCY_DAYS, TRACK_AGE_DAYS)]
+        + [pl.col(rank_column(src)).cast(pl.Float64) for src in (SIMILAR, POPULAR_IN_GENRE, POPULAR)]
     ).drop(s.GENRE)
 
 

@@ -23,6 +23,11 @@ from recsys.stages.labels import LABEL
 log = logging.getLogger(__name__)
 
 SCORE = "score"
+CUT = "cut"  # training rows stacked from several cuts: one ranking group per (cut, user)
+
+
+def _groups(rows: pl.DataFrame) -> list[str]:
+    return [CUT, s.USER_ID] if CUT in rows.columns else [s.USER_ID]
 
 
 @dataclass
@@ -48,11 +53,13 @@ def _matrix(frame: pl.DataFrame, features: tuple[str, ...]) -> np.ndarray:
 
 
 def informative_rows(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Rows of users whose labels differ, sorted by user and track; and how many users left."""
-    spread = rows.group_by(s.USER_ID).agg(pl.col(LABEL).n_unique().alias("grades"))
-    keep = spread.filter(pl.col("grades") > 1).select(s.USER_ID)
+    """Rows of the groups (users, or (cut, user) pairs) whose labels differ, sorted by group and
+    track; and how many groups were left out."""
+    groups = _groups(rows)
+    spread = rows.group_by(groups).agg(pl.col(LABEL).n_unique().alias("grades"))
+    keep = spread.filter(pl.col("grades") > 1).select(groups)
     dropped = spread.height - keep.height
-    return rows.join(keep, on=s.USER_ID, how="semi").sort(s.USER_ID, s.TRACK_ID), dropped
+    return rows.join(keep, on=groups, how="semi").sort(*groups, s.TRACK_ID), dropped
 
 
 def _holdout(users: pl.Series, share: float, seed: int) -> pl.Series:
@@ -65,7 +72,7 @@ def _holdout(users: pl.Series, share: float, seed: int) -> pl.Series:
 
 
 def _dataset(rows: pl.DataFrame, features: tuple[str, ...], reference=None) -> lgb.Dataset:
-    groups = rows.group_by(s.USER_ID, maintain_order=True).len()["len"].to_numpy()
+    groups = rows.group_by(_groups(rows), maintain_order=True).len()["len"].to_numpy()
     return lgb.Dataset(
         _matrix(rows, features),
         label=rows[LABEL].to_numpy(),
