@@ -65,9 +65,10 @@ class RankerConfig(_Section):
     """The LightGBM lambdarank model."""
 
     num_trees: int = Field(200, ge=1)
-    num_leaves: int = Field(31, ge=2)
+    num_leaves: int = Field(15, ge=2)
     learning_rate: float = Field(0.05, gt=0)
-    min_data_in_leaf: int = Field(20, ge=1)
+    min_data_in_leaf: int = Field(50, ge=1)
+    training_cuts: int = Field(3, ge=1, description="label windows stacked for training rows")
     early_stopping_rounds: int = Field(20, ge=1)
     validation_share: float = Field(0.2, gt=0, lt=1, description="users held out for stopping")
     seed: int = 0
