@@ -30,7 +30,7 @@ class FeedbackConfig(_Section):
     minute_weight: float = 0.1
 
 
-SimilarityMeasure = Literal["cosine", "rp3beta"]
+SimilarityMeasure = Literal["cooccurrence", "cosine", "jaccard", "lift", "bm25", "rp3beta"]
 
 
 class SimilarityConfig(_Section):
@@ -41,6 +41,14 @@ class SimilarityConfig(_Section):
     min_co_count: int = Field(2, ge=1, description="users two tracks must share")
     # RP3beta divides by the target track's popularity to this power: 0 is no damping.
     beta: float = Field(0.5, ge=0.0, le=2.0)
+    bm25_k1: float = Field(1.2, ge=0.0)
+    bm25_b: float = Field(0.75, ge=0.0, le=1.0)
+    max_user_tracks: int | None = Field(
+        None, ge=1, description="most recent positive tracks a user contributes (None: all)"
+    )
+    half_life_days: float | None = Field(
+        None, gt=0, description="age at which an interaction weighs half (None: no decay)"
+    )
 
 
 class CandidatesConfig(_Section):

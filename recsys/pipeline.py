@@ -93,7 +93,7 @@ def default_as_of(events: pl.DataFrame) -> datetime:
 def take_snapshot(data: Dataset, moment: datetime, users: pl.Series, cfg: Config) -> Snapshot:
     """Build feedback, similarity and candidates from the events before `moment`."""
     fb = feedback(events_before(data.events, moment), cfg.feedback)
-    similar = similar_tracks(fb, cfg.similarity)
+    similar = similar_tracks(fb, cfg.similarity, moment=moment)
     candidates, contributions = cand.generate_candidates(users, fb, similar, data.tracks, cfg.candidates)
     return Snapshot(moment, fb, similar, candidates, contributions)
 

@@ -113,3 +113,57 @@ def test_cosine_matches_implicit_cosine_recommender():
             assert sorted(ours.values())[-k] == pytest.approx(sorted(expected.values())[-k], rel=1e-5)
         compared += len(set(expected) & set(ours))
     assert compared > items * k * 0.9
+
+
+def _abc():
+    return _plays([("u1", "a"), ("u1", "b"), ("u1", "c"), ("u2", "a"), ("u2", "b"),
+                   ("u3", "b"), ("u3", "c")])
+
+
+def _scores(measure: str, **knobs) -> dict[tuple[str, str], float]:
+    cfg = SimilarityConfig(measure=measure, min_co_count=1, **knobs)
+    return {pair: value[0] for pair, value in _pairs(similar_tracks(_abc(), cfg)).items()}
+
+
+def test_cooccurrence_jaccard_and_lift_by_hand():
+    # n_a = 2, n_b = 3, n_c = 2 over U = 3 users; co(a,b) = 2, co(a,c) = 1.
+    assert _scores("cooccurrence")[("a", "b")] == pytest.approx(2)
+    assert _scores("jaccard")[("a", "b")] == pytest.approx(2 / (2 + 3 - 2))
+    assert _scores("jaccard")[("a", "c")] == pytest.approx(1 / (2 + 2 - 1))
+    assert _scores("lift")[("a", "b")] == pytest.approx(2 * 3 / (2 * 3))
+    assert _scores("lift")[("a", "c")] == pytest.approx(1 * 3 / (2 * 2))
+
+
+def test_bm25_by_hand():
+    k1, b = 1.2, 0.75
+    idf = {"u1": math.log1p(3 / 3), "u2": math.log1p(3 / 2), "u3": math.log1p(3 / 2)}
+    mean_mass = 7 / 3
+
+    def factor(mass):
+        return (k1 + 1) / (k1 * (1 - b + b * mass / mean_mass) + 1)
+
+    expected = (idf["u1"] + idf["u2"]) * factor(2) * factor(3)
+    assert _scores("bm25", bm25_k1=k1, bm25_b=b)[("a", "b")] == pytest.approx(expected)
+
+
+def test_user_cap_keeps_each_users_most_recent_tracks():
+    from helpers import events
+
+    fb = feedback(events([("u1", "a", "play", 1), ("u1", "b", "play", 2), ("u1", "c", "play", 3),
+                          ("u2", "a", "play", 1), ("u2", "b", "play", 2), ("u2", "c", "play", 3)]),
+                  FeedbackConfig())
+    capped = _pairs(similar_tracks(fb, SimilarityConfig(measure="cooccurrence", min_co_count=1,
+                                                        max_user_tracks=2)))
+    # Only b and c (the two most recent) count for each user.
+    assert set(capped) == {("b", "c"), ("c", "b")}
+    assert capped[("b", "c")] == (pytest.approx(2), 2)
+
+
+def test_time_decay_halves_weight_per_half_life():
+    from helpers import day, events
+
+    fb = feedback(events([("u1", "a", "play", 0), ("u1", "b", "play", 2)]), FeedbackConfig())
+    cfg = SimilarityConfig(measure="cooccurrence", min_co_count=1, half_life_days=1)
+    decayed = _pairs(similar_tracks(fb, cfg, moment=day(2)))
+    # a is two half-lives old (weight 1/4), b is fresh (weight 1): dot = 1/4; co_count stays 1.
+    assert decayed[("a", "b")] == (pytest.approx(0.25), 1)

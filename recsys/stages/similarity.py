@@ -1,20 +1,32 @@
 """Similarity: item/item neighbours from co-interactions of positive (user, track) pairs.
 
-The matrix is binary: a user either has a positive interaction with a track or not. For two
-tracks i and j, `co_count` is the number of users they share. The measures:
+Each positive (user, track) pair has a weight d: 1, or with a half-life, 2 ** (-age / half-life)
+by the time since the pair's last event. For two tracks i and j, `co_count` is the number of
+users they share and dot(i, j) the sum over shared users of d(u, i) * d(u, j). With m_i the sum
+of a track's weights (its popularity), q_i the root of the sum of their squares, U the number
+of users and |u| the length of a user's history, the measures (config `similarity.measure`):
 
-- cosine:  co(i, j) / sqrt(n_i * n_j)
-- rp3beta: sum over shared users u of 1 / |u|, divided by n_i and by n_j ** beta. A user with a
-  long history counts less, and a popular target track is damped by the exponent beta
-  (beta = 0 is plain item-based random-walk similarity).
+- cooccurrence: dot(i, j), the raw co-count when weights are 1
+- cosine:       dot(i, j) / (q_i * q_j)
+- jaccard:      dot(i, j) / (m_i + m_j - dot(i, j))
+- lift:         dot(i, j) * U / (m_i * m_j)
+- bm25:         the sum over shared users of idf(u) d(u, i) d(u, j), with idf(u) =
+                log(1 + tracks / |u|) so heavy users count less, times the BM25 length factor
+                (k1 + 1) / (k1 * (1 - b + b * m / mean m) + 1) of both tracks, so very popular
+                tracks count less
+- rp3beta:      the sum over shared users of d(u, i) d(u, j) / |u|, divided by m_i and by
+                m_j ** beta: beta = 0 is a plain item-based random walk, larger beta damps
+                popular targets harder
 
-Pairs sharing fewer than `min_co_count` users are dropped; each track keeps its top `k`.
+Pairs sharing fewer than `min_co_count` users are dropped; each track keeps its top `k`. A user
+contributes at most `max_user_tracks` interactions, their most recent.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 import numba
 import numpy as np
@@ -24,7 +36,8 @@ import scipy.sparse as sp
 from recsys import schema as s
 from recsys.config import SimilarityConfig
 from recsys.ids import IdMap
-from recsys.stages.feedback import POSITIVE
+from recsys.stages.feedback import LAST_TS, POSITIVE
+from recsys.stages.similarity_kernel import top_k_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +45,44 @@ NEIGHBOUR_ID = "neighbour_id"
 SCORE = "score"
 CO_COUNT = "co_count"
 RANK = "rank"
+MEASURES = ("cooccurrence", "cosine", "jaccard", "lift", "bm25", "rp3beta")
+DAY_US = 86_400 * 1_000_000
 
 
-def positive_matrix(feedback: pl.DataFrame) -> tuple[sp.csr_matrix, IdMap, IdMap]:
-    """The binary user x track matrix of positive pairs, with its user and track id maps."""
-    pos = feedback.filter(pl.col(POSITIVE)).select(s.USER_ID, s.TRACK_ID)
+def positive_matrix(
+    feedback: pl.DataFrame, cfg: SimilarityConfig, *, moment: datetime | None = None
+) -> tuple[sp.csr_matrix, IdMap, IdMap]:
+    """The user x track matrix of positive pairs (weights 1, or decayed by age at `moment`),
+    each user capped to their most recent pairs; with its user and track id maps."""
+    pos = feedback.filter(pl.col(POSITIVE)).select(s.USER_ID, s.TRACK_ID, LAST_TS)
+    if cfg.max_user_tracks is not None:
+        pos = (
+            pos.sort([s.USER_ID, LAST_TS, s.TRACK_ID], descending=[False, True, False])
+            .group_by(s.USER_ID, maintain_order=True)
+            .head(cfg.max_user_tracks)
+        )
+    weight = pl.lit(1.0)
+    if cfg.half_life_days is not None and pos.height:
+        moment = moment or pos[LAST_TS].max()
+        age = (pl.lit(moment, dtype=s.UTC_DATETIME) - pl.col(LAST_TS)).dt.total_microseconds()
+        weight = pl.lit(2.0).pow(-age.cast(pl.Float64) / DAY_US / cfg.half_life_days)
+    pos = pos.with_columns(weight.alias("weight"))
+
     users, tracks = IdMap(pos[s.USER_ID]), IdMap(pos[s.TRACK_ID])
-    pos = users.to_index(pos, s.USER_ID, alias="u")
-    pos = tracks.to_index(pos, s.TRACK_ID, alias="t")
-    rows, cols = pos["u"].to_numpy(), pos["t"].to_numpy()
-    data = np.ones(len(rows), dtype=np.float32)
-    matrix = sp.csr_matrix((data, (rows, cols)), shape=(len(users), len(tracks)))
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
+    pos = tracks.to_index(users.to_index(pos, s.USER_ID, alias="u"), s.TRACK_ID, alias="t")
+    matrix = sp.csr_matrix(
+        (pos["weight"].to_numpy(), (pos["u"].to_numpy(), pos["t"].to_numpy())),
+        shape=(len(users), len(tracks)),
+    )
     return matrix, users, tracks
 
 
-def similar_tracks(feedback: pl.DataFrame, cfg: SimilarityConfig) -> pl.DataFrame:
+def similar_tracks(
+    feedback: pl.DataFrame, cfg: SimilarityConfig, *, moment: datetime | None = None
+) -> pl.DataFrame:
     """Top-k neighbours per track: track_id, neighbour_id, score, co_count, rank (from 1)."""
     started = time.perf_counter()
-    matrix, _, tracks = positive_matrix(feedback)
+    matrix, _, tracks = positive_matrix(feedback, cfg, moment=moment)
     src, dst, score, co = neighbours(matrix, cfg)
     frame = pl.DataFrame(
         {
@@ -75,113 +106,40 @@ def neighbours(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Arrays (track, neighbour, score, co_count) of each track's top-k neighbours, ordered by
     track, then score descending, then neighbour index."""
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    matrix.sum_duplicates()
-    item_users = matrix.T.tocsr()
-    n_items = np.diff(item_users.indptr).astype(np.float64)
-    activity = np.diff(matrix.indptr).astype(np.float64)
-    user_weight = 1.0 / np.maximum(activity, 1.0) if cfg.measure == "rp3beta" else np.ones_like(activity)
-    measure = MEASURES.index(cfg.measure)
-    dst, score, co = _top_k_kernel(
+    user_items = sp.csr_matrix(matrix, dtype=np.float64)
+    user_items.sum_duplicates()
+    item_users = user_items.T.tocsr()
+    user_weight, source, target, mass = _factors(user_items, item_users, cfg)
+    weighted = bool((user_items.data != 1).any() or (user_weight != 1).any())
+    dst, score, co = top_k_neighbours(
         item_users.indptr.astype(np.int64), item_users.indices.astype(np.int32),
-        matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32),
-        user_weight, n_items, measure, float(cfg.beta), int(cfg.min_co_count), int(cfg.k),
-        numba.get_num_threads() * 8,
+        item_users.data.astype(np.float32), user_items.indptr.astype(np.int64),
+        user_items.indices.astype(np.int32), user_items.data.astype(np.float32),
+        user_weight, source, target, mass, weighted, cfg.measure == "jaccard",
+        int(cfg.min_co_count), int(cfg.k), numba.get_num_threads() * 8,
     )
     found = dst >= 0
-    src = np.repeat(np.arange(item_users.shape[0]), cfg.k)[found.ravel()]
+    src = np.broadcast_to(np.arange(item_users.shape[0])[:, None], dst.shape)[found]
     return src, dst[found], score[found], co[found]
 
 
-MEASURES = ("cosine", "rp3beta")
-
-
-@numba.njit(cache=True, nogil=True)
-def _score(measure, co, weighted, n_i, n_j, beta):
-    if measure == 0:
-        return co / np.sqrt(n_i * n_j)
-    return weighted / n_i / n_j**beta
-
-
-@numba.njit(cache=True, nogil=True)
-def _sift_down(heap_score, heap_item, size, pos):
-    # A min-heap on (score, -item): the root is the weakest of the kept neighbours.
-    while True:
-        left = 2 * pos + 1
-        if left >= size:
-            return
-        child = left
-        right = left + 1
-        if right < size and _weaker(heap_score[right], heap_item[right], heap_score[left], heap_item[left]):
-            child = right
-        if _weaker(heap_score[child], heap_item[child], heap_score[pos], heap_item[pos]):
-            heap_score[pos], heap_score[child] = heap_score[child], heap_score[pos]
-            heap_item[pos], heap_item[child] = heap_item[child], heap_item[pos]
-            pos = child
-        else:
-            return
-
-
-@numba.njit(cache=True, nogil=True)
-def _weaker(score_a, item_a, score_b, item_b):
-    """Whether neighbour a ranks below b: a lower score, or the same score and a larger index."""
-    return score_a < score_b or (score_a == score_b and item_a > item_b)
-
-
-@numba.njit(cache=True, parallel=True)
-def _top_k_kernel(
-    iu_ptr, iu_idx, ui_ptr, ui_idx, user_weight, n_items, measure, beta, min_co, k, chunks
-):
-    """For every item, accumulate co-counts over its users' items in a dense buffer, then keep
-    the k best neighbours in a heap. Items are dealt round-robin into `chunks` chunks that the
-    threads share, so a few heavy items do not land on one thread."""
-    items = len(iu_ptr) - 1
-    out_item = np.full((items, k), -1, dtype=np.int64)
-    out_score = np.zeros((items, k), dtype=np.float64)
-    out_co = np.zeros((items, k), dtype=np.int64)
-    for chunk in numba.prange(chunks):
-        co = np.zeros(items, dtype=np.int32)
-        weighted = np.zeros(items, dtype=np.float64)
-        touched = np.empty(items, dtype=np.int32)
-        heap_score = np.empty(k, dtype=np.float64)
-        heap_item = np.empty(k, dtype=np.int64)
-        for i in range(chunk, items, chunks):
-            n_touched = 0
-            for p in range(iu_ptr[i], iu_ptr[i + 1]):
-                u = iu_idx[p]
-                w = user_weight[u]
-                for q in range(ui_ptr[u], ui_ptr[u + 1]):
-                    j = ui_idx[q]
-                    if co[j] == 0:
-                        touched[n_touched] = j
-                        n_touched += 1
-                    co[j] += 1
-                    weighted[j] += w
-            size = 0
-            for t in range(n_touched):
-                j = touched[t]
-                if j != i and co[j] >= min_co:
-                    s_ij = _score(measure, co[j], weighted[j], n_items[i], n_items[j], beta)
-                    if size < k:
-                        heap_score[size] = s_ij
-                        heap_item[size] = j
-                        size += 1
-                        if size == k:
-                            for pos in range(k // 2 - 1, -1, -1):
-                                _sift_down(heap_score, heap_item, k, pos)
-                    elif _weaker(heap_score[0], heap_item[0], s_ij, j):
-                        heap_score[0] = s_ij
-                        heap_item[0] = j
-                        _sift_down(heap_score, heap_item, k, 0)
-            # Best first: order the kept neighbours by score descending, then index.
-            order = np.argsort(heap_item[:size])
-            ranked = order[np.argsort(-heap_score[:size][order], kind="mergesort")]
-            for r in range(size):
-                j = heap_item[ranked[r]]
-                out_item[i, r] = j
-                out_score[i, r] = heap_score[ranked[r]]
-                out_co[i, r] = co[j]
-            for t in range(n_touched):
-                co[touched[t]] = 0
-                weighted[touched[t]] = 0.0
-    return out_item, out_score, out_co
+def _factors(user_items: sp.csr_matrix, item_users: sp.csr_matrix, cfg: SimilarityConfig):
+    """Per-user weights and per-track source and target factors of the chosen measure."""
+    n_users, n_items = user_items.shape
+    mass = np.asarray(item_users.sum(axis=1)).ravel()
+    safe_mass = np.maximum(mass, 1e-12)
+    history = np.maximum(np.diff(user_items.indptr), 1).astype(np.float64)
+    ones_u, ones_i = np.ones(n_users), np.ones(n_items)
+    if cfg.measure == "cosine":
+        norm = np.sqrt(np.maximum(np.asarray(item_users.multiply(item_users).sum(axis=1)).ravel(), 1e-24))
+        return ones_u, 1 / norm, 1 / norm, mass
+    if cfg.measure == "lift":
+        return ones_u, n_users / safe_mass, 1 / safe_mass, mass
+    if cfg.measure == "bm25":
+        idf = np.log1p(n_items / history)
+        length = cfg.bm25_k1 * (1 - cfg.bm25_b + cfg.bm25_b * mass / max(mass.mean(), 1e-12)) + 1
+        factor = (cfg.bm25_k1 + 1) / length
+        return idf, factor, factor, mass
+    if cfg.measure == "rp3beta":
+        return 1 / history, 1 / safe_mass, safe_mass ** -cfg.beta, mass
+    return ones_u, ones_i, ones_i, mass
