@@ -141,7 +141,7 @@ def run(
             TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
             console=err_console, transient=True,
         ) as bar:
-            task = bar.add_task("batch", total=7)
+            task = bar.add_task("batch", total=8)
 
             def advance(stage: str, done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total, description=stage)

@@ -121,6 +121,14 @@ class GeneratorConfig(_Section):
     unknown_creator_share: float = Field(0.01, ge=0, le=1, description="tracks, null creator")
 
 
+class CurationConfig(_Section):
+    """Curator rules applied in the batch before the lists are cut to N."""
+
+    max_per_creator: int | None = Field(None, ge=1, description="tracks by one creator per list")
+    block_tracks: tuple[str, ...] = ()
+    block_creators: tuple[str, ...] = ()
+
+
 class StoreConfig(_Section):
     keep_runs: int = Field(7, ge=1, description="runs kept in the store's runs/ folder")
 
@@ -132,6 +140,7 @@ class Config(_Section):
     labels: LabelsConfig = LabelsConfig()
     ranker: RankerConfig = RankerConfig()
     recommend: RecommendConfig = RecommendConfig()
+    curation: CurationConfig = CurationConfig()
     store: StoreConfig = StoreConfig()
     generator: GeneratorConfig = GeneratorConfig()
 

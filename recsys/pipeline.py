@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys import __version__, schema as s
+from recsys import __version__, bias, schema as s
 from recsys.config import Config
 from recsys.errors import UsageError
 from recsys.io.dataset import Dataset, read_dataset
 from recsys.stages import candidates as cand
 from recsys.stages import explain, features as feat
+from recsys.stages.curation import apply_rules
 from recsys.stages.feedback import events_before, feedback
 from recsys.stages.labels import LABEL, labels
 from recsys.stages.ranker import CUT, SCORE, TrainedRanker, ndcg_at, train_ranker
@@ -204,12 +205,23 @@ def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Con
     order = candidate_order(rows)
     score = pl.Series(SCORE, ranker.raw_scores(rows)) if ranker else order
     rows = rows.with_columns(order.alias(ORDER_SCORE), score.alias(SCORE))
-    recs = explain.top_n(rows, cfg.recommend.n).with_columns(explain.reason_kind())
+    allowed, effects = apply_rules(rows, data.tracks, cfg.curation, n=cfg.recommend.n)
+    recs = explain.top_n(allowed, cfg.recommend.n).with_columns(explain.reason_kind())
     stage("ranking", started, recommendations=recs.height)
 
     started = time.perf_counter()
+    exposed = bias.exposure(recs, cand.popularity(snap.feedback), data.tracks, snap.similar)
+    tables = {
+        "exposure": exposed,
+        "popularity_bias": bias.bias_metrics(exposed),
+        "lorenz": bias.lorenz_points(exposed),
+        "curator_effects": effects,
+    }
+    stage("bias", started, exposure_rows=exposed.height)
+
+    started = time.perf_counter()
     reasons = explain.seed_reasons(recs, snap.contributions, cfg.recommend)
-    tables = {"recommendation_reasons": reasons}
+    tables["recommendation_reasons"] = reasons
     if ranker:
         contrib = ranker.contributions(recs)
         tables["shap_values"] = explain.shap_rows(recs, contrib, ranker.features, cfg.recommend)
@@ -262,7 +274,7 @@ def run_batch(
     data_dir, store = Path(data_dir), Path(store)
     begun = time.perf_counter()
     started_at = datetime.now(timezone.utc)
-    stage = StageLog(progress, total=7)
+    stage = StageLog(progress, total=8)
 
     t0 = time.perf_counter()
     data = read_dataset(data_dir)

@@ -18,7 +18,7 @@ from conftest import real_dataset
 
 def _read(store, sql: str) -> pl.DataFrame:
     with duckdb.connect(str(store / CURRENT), read_only=True) as con:
-        return con.execute(sql).pl()
+        return con.sql(sql).pl()
 
 
 def check_run(store, n: int) -> None:
