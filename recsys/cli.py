@@ -198,3 +198,55 @@ def recommend(
 def _fallback_text(kind: str) -> str:
     return {"popular_in_genre": "no history track led here: popular in your genres",
             "popular": "no history track led here: popular overall"}.get(kind, "")
+
+
+@app.command()
+def supernodes(
+    store: StoreOption,
+    run_id: Annotated[
+        Optional[str], typer.Option("--run", help="A run id from the registry; default: current.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Rows per leaderboard.", min=1)] = 15,
+    min_users: Annotated[
+        Optional[int],
+        typer.Option(help="Leave out entities reaching fewer users; default: 1% of the lists."),
+    ] = None,
+) -> None:
+    """Print the most amplified tracks and creators: recommendation share over listening share."""
+    from recsys.store import open_run
+
+    try:
+        con = open_run(store, run_id)
+    except RecsysError as exc:
+        _fail(exc)
+    with con:
+        lists = con.execute("SELECT count(DISTINCT user_id) FROM recommendations").fetchone()[0]
+        floor = min_users if min_users is not None else max(1, lists // 100)
+        for entity in ("track", "creator"):
+            board = con.execute(
+                """
+                SELECT e.entity_id, t.title, e.users_reached, e.listening_share,
+                       e.recommendation_share, e.amplification, e.in_degree
+                FROM exposure e
+                LEFT JOIN tracks t ON e.entity = 'track' AND t.track_id = e.entity_id
+                WHERE e.entity = ? AND e.users_reached >= ? AND e.amplification IS NOT NULL
+                ORDER BY e.amplification DESC, e.entity_id
+                LIMIT ?
+                """,
+                [entity, floor, top],
+            ).fetchall()
+            table = Table(title=f"most amplified {entity}s (reaching at least {floor:,} users)")
+            for column in (entity, "users", "listening", "recommended", "amplification", "in-degree"):
+                table.add_column(column)
+            for entity_id, title, users, listening, share, amp, degree in board:
+                name = Text(f"{title} ({entity_id})" if title else entity_id)
+                table.add_row(name, f"{users:,}", f"{listening:.2%}", f"{share:.2%}",
+                              f"{amp:.1f}x", f"{degree:,}")
+            console.print(table)
+        bias_rows = con.execute("SELECT entity, metric, value FROM popularity_bias").fetchall()
+    summary = Table(title="popularity bias")
+    for column in ("entity", "metric", "value"):
+        summary.add_column(column)
+    for entity, metric, value in bias_rows:
+        summary.add_row(entity, metric, f"{value:.4f}")
+    console.print(summary)
