@@ -77,9 +77,15 @@ class RankerConfig(_Section):
     learning_rate: float = Field(0.05, gt=0)
     min_data_in_leaf: int = Field(50, ge=1)
     training_cuts: int = Field(3, ge=1, description="label windows stacked for training rows")
+    negatives_per_user: int | None = Field(
+        40, ge=1, description="label-0 candidates kept per user and cut in training (None: all)"
+    )
     early_stopping_rounds: int = Field(20, ge=1)
     validation_share: float = Field(0.2, gt=0, lt=1, description="users held out for stopping")
     seed: int = 0
+    # LightGBM's OpenMP threads spin while they wait: on a busy machine two threads can run ten
+    # times slower than one, so one is the default.
+    num_threads: int = Field(1, ge=1)
 
 
 class RecommendConfig(_Section):

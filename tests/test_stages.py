@@ -228,3 +228,18 @@ def test_seed_shares_sum_to_one_per_recommendation():
                           "seed_track_id": ["a", "b", "a"], "contribution": [0.3, 0.1, 0.5]})
     reasons = explain.seed_reasons(recs, steps, RecommendConfig(seeds_per_reason=3))
     assert reasons.rows() == [("u", "x", "a", pytest.approx(0.75)), ("u", "x", "b", pytest.approx(0.25))]
+
+
+def test_negative_sampling_keeps_positives_and_ignores_row_order():
+    from recsys.stages.ranker import sample_negatives
+
+    rows = _ranking_rows(0, users=20, per_user=30)
+    kept = sample_negatives(rows, 5, seed=0)
+    per_user = kept.group_by("user_id").agg(
+        (pl.col("label") == 0).sum().alias("negatives"), pl.col("label").sum().alias("positives")
+    )
+    assert (per_user["negatives"] == 5).all()
+    assert per_user["positives"].sum() == rows["label"].sum()
+    shuffled = sample_negatives(rows.sample(fraction=1.0, shuffle=True, seed=1), 5, seed=0)
+    keys = ["user_id", "track_id"]
+    assert kept.sort(keys).equals(shuffled.sort(keys))
