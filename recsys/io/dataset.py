@@ -353,6 +353,7 @@ def write_dataset(tables: dict[str, pl.DataFrame], dest: str | Path) -> Path:
                          "choose an empty or new folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is an ordinary one
     try:
         for table, frame in tables.items():
             columns = s.TABLE_COLUMNS[table]

@@ -49,25 +49,33 @@ GENRES = (
     ("afrobeat", 1.3), ("country", 0.95), ("blues", 1.1), ("electro", 1.2),
 )
 FIRST_NAMES = (
-    "Ada Aiko Amara Ana Arjun Astrid Ben Bilal Camille Carlos Chen Dara Diego Elif Emeka Emma "
-    "Farah Finn Grace Hana Hugo Ines Ivan Jade Jonas Kai Kofi Lars Layla Leo Lina Luca Maya Mateo "
-    "Mei Nadia Nia Noah Omar Priya Rafael Rosa Sami Sara Sofia Tariq Theo Uma Yara Yusuf Zoe"
-).split()
+    "Ada", "Aiko", "Amara", "Ana", "Arjun", "Astrid", "Ben", "Bilal", "Camille", "Carlos", "Chen",
+    "Dara", "Diego", "Elif", "Emeka", "Emma", "Farah", "Finn", "Grace", "Hana", "Hugo", "Ines",
+    "Ivan", "Jade", "Jonas", "Kai", "Kofi", "Lars", "Layla", "Leo", "Lina", "Luca", "Maya",
+    "Mateo", "Mei", "Nadia", "Nia", "Noah", "Omar", "Priya", "Rafael", "Rosa", "Sami", "Sara",
+    "Sofia", "Tariq", "Theo", "Uma", "Yara", "Yusuf", "Zoe",
+)
 LAST_NAMES = (
-    "Abe Adeyemi Alvarez Berg Costa Dubois Eriksen Fischer Garcia Haddad Ito Jensen Kaur Kim "
-    "Kowalski Larsen Lopez Mensah Moreau Nakamura Novak Okafor Olsen Park Petrov Quinn Rossi "
-    "Santos Schmidt Silva Singh Tanaka Torres Varga Wagner Weber Wong Yilmaz Zhang Ziegler"
-).split()
+    "Abe", "Adeyemi", "Alvarez", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia",
+    "Haddad", "Ito", "Jensen", "Kaur", "Kim", "Kowalski", "Larsen", "Lopez", "Mensah", "Moreau",
+    "Nakamura", "Novak", "Okafor", "Olsen", "Park", "Petrov", "Quinn", "Rossi", "Santos",
+    "Schmidt", "Silva", "Singh", "Tanaka", "Torres", "Varga", "Wagner", "Weber", "Wong", "Yilmaz",
+    "Zhang", "Ziegler",
+)
 ADJECTIVES = (
-    "Amber Blue Broken Crystal Distant Electric Endless Fading Golden Hidden Hollow Lost Lunar "
-    "Midnight Neon Paper Quiet Restless Silent Silver Slow Solar Static Velvet Wild Winter "
-    "Frozen Burning Early Late Open Secret Soft Bright Deep Empty Gentle Heavy Last Low"
-).split()
+    "Amber", "Blue", "Broken", "Crystal", "Distant", "Electric", "Endless", "Fading", "Golden",
+    "Hidden", "Hollow", "Lost", "Lunar", "Midnight", "Neon", "Paper", "Quiet", "Restless",
+    "Silent", "Silver", "Slow", "Solar", "Static", "Velvet", "Wild", "Winter", "Frozen", "Burning",
+    "Early", "Late", "Open", "Secret", "Soft", "Bright", "Deep", "Empty", "Gentle", "Heavy",
+    "Last", "Low",
+)
 NOUNS = (
-    "Anthem Avenue Bloom Circuit Dawn Dream Echo Fire Garden Harbor Horizon Island Light "
-    "Machine Memory Mirror Motion Ocean Orbit Pulse Rain River Road Shadow Signal Sky Skyline "
-    "Smoke Spiral Stone Storm Summer Tide Valley Voice Wave Window Wire Wolf Youth"
-).split()
+    "Anthem", "Avenue", "Bloom", "Circuit", "Dawn", "Dream", "Echo", "Fire", "Garden", "Harbor",
+    "Horizon", "Island", "Light", "Machine", "Memory", "Mirror", "Motion", "Ocean", "Orbit",
+    "Pulse", "Rain", "River", "Road", "Shadow", "Signal", "Sky", "Skyline", "Smoke", "Spiral",
+    "Stone", "Storm", "Summer", "Tide", "Valley", "Voice", "Wave", "Window", "Wire", "Wolf",
+    "Youth",
+)
 TITLE_SUFFIXES = ("", "", "", "", "", "", " (Remix)", " (Live)", " (Edit)", " Pt. II")
 # Relative chance of a session starting in each hour of the day (UTC).
 HOURS = np.array([2.0, 1.2, 0.7, 0.5, 0.4, 0.5, 0.9, 1.5, 2.2, 2.5, 2.6, 2.8,
@@ -78,11 +86,10 @@ CREATOR_STYLE_LOYALTY = 0.7  # ... and, of those, in their own scene
 CATALOGUE_AGE_DAYS = 400.0  # mean age at the start of the span of tracks released before it
 CHURN_SHARE = 0.1  # users who stop listening during the span
 FRIEND_FOLLOW_SHARE = 0.15  # follows of a random user rather than a creator
-FOLLOW_POPULARITY_POWER = 0.8  # a creator is followed in proportion to popularity^power
 SUPER_REPEATS = 4.0  # at most this many listens of a super node per user it reaches, on average
 FAN_SPREAD = 1.5  # sigma of the lognormal that spreads a super node's repeats over its users
 SESSION_LISTENS = 8.0  # mean listens per session
-# Skip and like odds on and off the user's top genre (followed creators count as on).
+# Skip and like odds on and off the user's top genre.
 SKIP_ON, SKIP_OFF = 0.6, 2.0
 LIKE_ON, LIKE_OFF = 1.5, 0.5
 FULL_LISTEN_ON, FULL_LISTEN_OFF = 0.7, 0.45
@@ -93,6 +100,7 @@ WIDEN_AFTER, ANYWHERE_AFTER, DROP_AFTER = 12, 24, 40
 
 # Listen sources: where a listen's track is drawn from.
 SUPER, FOLLOWED, SCENE, GENRE, ANYWHERE = range(5)
+REACHED = 1
 PLAY, LIKE, REPOST, SKIP = (s.EVENT_KINDS.index(k) for k in (s.PLAY, s.LIKE, s.REPOST, s.SKIP))
 
 
@@ -130,17 +138,11 @@ def generate_tables(
     _tastes(rng, people, catalog, config)
     follows = _follows(rng, people, catalog, span, config)
 
-    # The log: who listens to what, when, and how each listen went.
-    listens = _plan_listens(rng, people, catalog, follows, config)
-    sessions = _sessions(rng, listens, people, span)
-    _draw_tracks(rng, listens, sessions, people, catalog, follows, span, config)
-    _outcomes(rng, listens, people, catalog, config)
-    _timestamps(rng, listens, sessions)
-    events = _events(rng, listens, catalog, span, config)
-
+    # The log, made into a table at once so that its arrays are freed early.
     user_ids, track_ids = _ids("u", users), _ids("t", tracks)
     return {
-        s.EVENTS: _events_frame(events, user_ids, track_ids),
+        s.EVENTS: _events_frame(_listening_log(rng, people, catalog, follows, span, config),
+                                user_ids, track_ids),
         s.TRACKS: _tracks_frame(rng, catalog, genres, user_ids, track_ids, config),
         s.USERS: _users_frame(rng, people, catalog, user_ids),
         s.FOLLOWS: _follows_frame(follows, user_ids),
@@ -221,7 +223,9 @@ class _Follows:
 class _Listens:
     user: np.ndarray
     source: np.ndarray
-    group: np.ndarray  # the scene, genre or creator pool a taste-led listen draws from
+    # The scene or genre a taste-led listen draws from. On a super node's listens, REACHED marks
+    # each user's first, which is never a skip: reaching a user means being played by them.
+    group: np.ndarray
     track: np.ndarray  # -1 until drawn
     session: np.ndarray | None = None
     skip: np.ndarray | None = None
@@ -245,7 +249,8 @@ def _genres(rng: np.random.Generator, count: int) -> _Genres:
 
 def _people(rng: np.random.Generator, count: int, span: _Span, config: GeneratorConfig) -> _People:
     joins_late = rng.random(count) < config.new_user_share
-    join = span.start + np.where(joins_late, rng.random(count) * 0.9 * span.length, 0).astype(np.int64)
+    late = np.where(joins_late, rng.random(count) * 0.9 * span.length, 0)
+    join = span.start + late.astype(np.int64)
     churns = rng.random(count) < CHURN_SHARE
     stay = np.where(churns, 0.25 + 0.75 * rng.random(count), 1.0)
     leave = join + (stay * (span.end - join)).astype(np.int64)
@@ -334,7 +339,7 @@ def _follows(
     follower = np.repeat(np.arange(people.count), 2 * wanted + 2)
 
     # A creator in the user's top genre (or any genre), in proportion to popularity.
-    popularity = np.bincount(catalog.track_creator, catalog.weight) ** FOLLOW_POPULARITY_POWER
+    popularity = np.bincount(catalog.track_creator, catalog.weight)
     by_genre = _Pool(catalog.creator_genre, popularity, config.genres)
     genre = np.where(rng.random(follower.size) < config.top_genre_share,
                      people.top_genre[follower], _pick(rng, by_genre.total, follower.size))
@@ -344,13 +349,14 @@ def _follows(
     followee = np.where(friend, rng.integers(0, people.count, follower.size), creator_user)
 
     # Candidates are drawn twice over: drop self-follows and repeats, keep each user's first.
-    keep = _first_of_pairs(follower, followee, np.arange(follower.size))
+    keep = _first_of_pairs(follower, followee)
     keep = keep[follower[keep] != followee[keep]]
     keep = keep[_rank_within(follower[keep]) < wanted[follower[keep]]]
     follower, followee = follower[keep], followee[keep]
     since = people.join[follower]
     ts = since + (rng.random(follower.size) * (span.end - SECOND - since)).astype(np.int64)
-    return _Follows(follower, followee, ts, *_followed_creators(people, catalog, follower, followee))
+    followed = _followed_creators(people, catalog, follower, followee)
+    return _Follows(follower, followee, ts, *followed)
 
 
 def _followed_creators(
@@ -365,6 +371,19 @@ def _followed_creators(
 
 
 # --- the log ----------------------------------------------------------------------------------
+
+
+def _listening_log(
+    rng: np.random.Generator, people: _People, catalog: _Catalog, follows: _Follows,
+    span: _Span, config: GeneratorConfig,
+) -> _Events:
+    """Who listens to what, when, and how each listen went."""
+    listens = _plan_listens(rng, people, catalog, follows, config)
+    sessions = _sessions(rng, listens, people, span)
+    _draw_tracks(rng, listens, sessions, people, catalog, follows, span, config)
+    _outcomes(rng, listens, people, catalog, config)
+    _timestamps(rng, listens, sessions)
+    return _events(rng, listens, catalog, span, config)
 
 
 def _plan_listens(
@@ -386,7 +405,7 @@ def _plan_listens(
 
     in_top = _top_genre_chance(people, catalog, follows, hits, hit_count + regular, followed, led,
                                config)
-    return _concat(hits, _followed_listens(follows, followed),
+    return _concat(hits, _followed_listens(followed),
                    _taste_listens(rng, people, catalog, led, in_top, config))
 
 
@@ -413,7 +432,8 @@ def _super_listens(
         tracks.append(np.full(times.sum(), track))
     user = np.concatenate(users) if users else np.zeros(0, dtype=np.int64)
     track = np.concatenate(tracks) if tracks else np.zeros(0, dtype=np.int64)
-    return _Listens(user, np.full(user.size, SUPER), np.full(user.size, -1), track)
+    first = np.r_[True, (user[1:] != user[:-1]) | (track[1:] != track[:-1])][: user.size]
+    return _Listens(user, np.full(user.size, SUPER), np.where(first, REACHED, -1), track)
 
 
 def _top_genre_chance(
@@ -438,16 +458,15 @@ def _top_genre_chance(
 
 def _listen_share(config: GeneratorConfig) -> float:
     """The top-genre share of listens that leaves the configured share of plays after skips."""
-    share = config.top_genre_share
+    want = share = config.top_genre_share
     for _ in range(10):
         base = config.skip_rate / (share * SKIP_ON + (1 - share) * SKIP_OFF)
         kept_on, kept_off = 1 - min(0.95, base * SKIP_ON), 1 - min(0.95, base * SKIP_OFF)
-        want = config.top_genre_share
         share = want * kept_off / (want * kept_off + (1 - want) * kept_on)
     return share
 
 
-def _followed_listens(follows: _Follows, followed: np.ndarray) -> _Listens:
+def _followed_listens(followed: np.ndarray) -> _Listens:
     user = np.repeat(np.arange(followed.size), followed)
     return _Listens(user, np.full(user.size, FOLLOWED), np.full(user.size, -1),
                     np.full(user.size, -1))
@@ -471,7 +490,8 @@ def _taste_listens(
 
 @dataclass
 class _Sessions:
-    start: np.ndarray  # per session
+    user: np.ndarray
+    start: np.ndarray
 
 
 def _sessions(
@@ -481,8 +501,8 @@ def _sessions(
     per_user = np.bincount(listens.user, minlength=people.count)
     count = np.ceil(per_user / SESSION_LISTENS).astype(np.int64)
     first = np.cumsum(count) - count
-    listens.session = first[listens.user] + (rng.random(listens.user.size)
-                                             * count[listens.user]).astype(np.int64)
+    local = (rng.random(listens.user.size) * count[listens.user]).astype(np.int64)
+    listens.session = (first[listens.user] + local).astype(np.int32)
 
     owner = np.repeat(np.arange(people.count), count)
     join, room = people.join[owner], np.maximum(people.leave[owner] - people.join[owner]
@@ -492,7 +512,7 @@ def _sessions(
     evening = (start // DAY * DAY + hour * 3600 * SECOND
                + (rng.random(owner.size) * 3600 * SECOND).astype(np.int64))
     start = np.where((evening >= join) & (evening <= join + room), evening, start)
-    return _Sessions(start)
+    return _Sessions(owner, start)
 
 
 def _draw_tracks(
@@ -572,11 +592,11 @@ def _outcomes(
     config: GeneratorConfig,
 ) -> None:
     """Play or skip, and how long: skips last seconds, plays most or all of the track."""
-    on = (catalog.genre[listens.track] == people.top_genre[listens.user]) | (
-        listens.source == FOLLOWED)
+    on = catalog.genre[listens.track] == people.top_genre[listens.user]
     listens.on_taste = on
     odds = np.where(listens.source == SUPER, 1.0, np.where(on, SKIP_ON, SKIP_OFF))
     odds = odds * np.exp(-0.5 * catalog.quality[listens.track])
+    odds[(listens.source == SUPER) & (listens.group == REACHED)] = 0.0
     listens.skip = rng.random(on.size) < np.minimum(0.95, config.skip_rate * odds / odds.mean())
 
     duration = catalog.duration_ms[listens.track]
@@ -589,14 +609,36 @@ def _outcomes(
 
 
 def _timestamps(rng: np.random.Generator, listens: _Listens, sessions: _Sessions) -> None:
-    """Listens of a session follow each other, each after the previous one's listening time."""
-    listens.keep(np.lexsort((rng.random(listens.user.size), listens.session)))
-    gap = rng.integers(200_000, 20 * SECOND, listens.user.size)
-    step = listens.ms_played * 1000 + gap
+    """Listens of a session follow each other, each after the previous one's listening time.
+
+    A session that would overlap the user's previous one starts when that one ends, so that
+    a user's log is one sequence. Starting later never puts a listen before its release.
+    """
+    listens.keep(_argsort(listens.session, rng.random(listens.user.size)))
+    step = listens.ms_played * 1000 + rng.integers(200_000, 20 * SECOND, listens.user.size)
     before = np.cumsum(step) - step
     first = np.r_[True, listens.session[1:] != listens.session[:-1]]
     session_first = np.maximum.accumulate(np.where(first, np.arange(first.size), 0))
-    listens.ts = sessions.start[listens.session] + before - before[session_first]
+    length = np.bincount(listens.session, step, minlength=sessions.start.size).astype(np.int64)
+    start = _one_after_another(sessions.user, sessions.start, length)
+    listens.ts = start[listens.session] + before - before[session_first]
+
+
+def _one_after_another(user: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Session starts moved later where needed so that none overlaps the user's previous one.
+
+    In start order, start'[s] = max(start[s], start'[s-1] + length[s-1]), which unrolls to
+    D[s] + max over k <= s of (start[k] - D[k]), D being the user's lengths summed before s.
+    """
+    frame = pl.DataFrame({"user": user, "start": start, "length": length}).with_row_index()
+    frame = frame.sort("user", "start", maintain_order=True).with_columns(
+        before=(pl.col("length").cum_sum() - pl.col("length")).over("user"))
+    moved = frame.select(
+        "index", (pl.col("before") + (pl.col("start") - pl.col("before")).cum_max().over("user"))
+        .alias("start"))
+    result = np.empty_like(start)
+    result[moved["index"].to_numpy()] = moved["start"].to_numpy()
+    return result
 
 
 @dataclass
@@ -612,51 +654,45 @@ def _events(
     rng: np.random.Generator, listens: _Listens, catalog: _Catalog, span: _Span,
     config: GeneratorConfig,
 ) -> _Events:
-    """Plays and skips, with a like or repost on some plays, at most one of each per track."""
+    """Plays and skips, and likes and reposts on some plays, in time order within the span."""
     plays = np.flatnonzero(~listens.skip)
     quality = catalog.quality[listens.track[plays]]
     taste = np.where(listens.on_taste[plays], LIKE_ON, LIKE_OFF)
-    user, track = listens.user[plays], listens.track[plays]
-    like = _react(rng, user, track, taste * np.exp(0.6 * quality), config.like_rate)
-    repost = _react(rng, user, track, taste * np.exp(0.8 * quality), config.repost_rate)
+    pairs = _Pairs.of(listens.user[plays], listens.track[plays])
+    like = _react(rng, pairs, taste * np.exp(0.6 * quality), config.like_rate)
+    repost = _react(rng, pairs, taste * np.exp(0.8 * quality), config.repost_rate)
     listened = listens.ms_played[plays] * 1000
     like_ts = listens.ts[plays] + (rng.uniform(0.2, 1.0, plays.size) * listened).astype(np.int64)
     repost_ts = listens.ts[plays] + listened + rng.integers(SECOND, 60 * SECOND, plays.size)
 
     parts = [
-        (np.arange(listens.user.size), np.where(listens.skip, SKIP, PLAY), listens.ts,
-         listens.ms_played),
-        (plays[like], np.full(like.size, LIKE), like_ts[like], np.full(like.size, -1)),
-        (plays[repost], np.full(repost.size, REPOST), repost_ts[repost], np.full(repost.size, -1)),
+        (np.arange(listens.user.size), np.where(listens.skip, SKIP, PLAY).astype(np.int8),
+         listens.ts, listens.ms_played),
+        (plays[like], np.full(like.size, LIKE, np.int8), like_ts[like], np.full(like.size, -1)),
+        (plays[repost], np.full(repost.size, REPOST, np.int8), repost_ts[repost],
+         np.full(repost.size, -1)),
     ]
     rows = np.concatenate([p[0] for p in parts])
     events = _Events(listens.user[rows], listens.track[rows],
                      *(np.concatenate([p[i] for p in parts]) for i in (1, 2, 3)))
-    keep = events.ts < span.end
-    order = np.lexsort((events.kind[keep], events.track[keep], events.user[keep], events.ts[keep]))
-    picked = np.flatnonzero(keep)[order]
-    return _Events(*(getattr(events, f)[picked] for f in vars(events)))
+    inside = np.flatnonzero(events.ts < span.end)
+    order = _argsort(*(getattr(events, f)[inside] for f in ("ts", "user", "track", "kind")))
+    return _Events(*(getattr(events, f)[inside[order]] for f in vars(events)))
 
 
-def _react(
-    rng: np.random.Generator, user: np.ndarray, track: np.ndarray, odds: np.ndarray, rate: float
-) -> np.ndarray:
+def _react(rng: np.random.Generator, pairs: _Pairs, odds: np.ndarray, rate: float) -> np.ndarray:
     """The plays that get a reaction: at most one per user and track, `rate` per play on average.
 
     A (user, track) pair reacts with a chance that adds up the odds of its plays, so a track
     played often is likelier to be liked, and the reaction goes on one of those plays.
     """
-    if not user.size:
-        return user
-    order = np.lexsort((track, user))
-    starts = np.r_[True, (user[order][1:] != user[order][:-1])
-                   | (track[order][1:] != track[order][:-1])]
-    pair = np.cumsum(starts) - 1
-    plays = np.bincount(pair)
-    chance = _capped(rate * np.bincount(pair, odds[order]) / odds.mean(), rate * user.size)
-    hit = np.flatnonzero(rng.random(plays.size) < chance)
-    at = np.flatnonzero(starts)[hit] + (rng.random(hit.size) * plays[hit]).astype(np.int64)
-    return order[at]
+    if not odds.size:
+        return np.zeros(0, dtype=np.int64)
+    summed = np.bincount(pairs.pair, odds[pairs.order])
+    chance = _capped(rate * summed / odds.mean(), rate * odds.size)
+    hit = np.flatnonzero(rng.random(chance.size) < chance)
+    at = pairs.first[hit] + (rng.random(hit.size) * pairs.size[hit]).astype(np.int64)
+    return pairs.order[at]
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -688,7 +724,8 @@ def _tracks_frame(
         s.TRACK_ID: track_ids,
         s.TITLE: _titles(rng, count),
         s.CREATOR_ID: creator.set(no_creator, None),
-        s.GENRE: pl.Series(genres.names, dtype=pl.String).gather(catalog.genre).set(no_genre, None),
+        s.GENRE: pl.Series(genres.names, dtype=pl.String).gather(catalog.genre)
+        .set(no_genre, None),
         s.CREATED_AT: _datetimes(catalog.created),
         s.DURATION_MS: pl.Series(catalog.duration_ms),
     })
@@ -716,7 +753,7 @@ def _users_frame(
 
 
 def _follows_frame(follows: _Follows, user_ids: pl.Series) -> pl.DataFrame:
-    order = np.lexsort((follows.followee, follows.ts, follows.follower))
+    order = _argsort(follows.follower, follows.ts, follows.followee)
     return pl.DataFrame({
         s.FOLLOWER_ID: user_ids.gather(follows.follower[order]),
         s.FOLLOWEE_ID: user_ids.gather(follows.followee[order]),
@@ -739,7 +776,7 @@ def _titles(rng: np.random.Generator, count: int) -> pl.Series:
     return frame.select(pl.concat_str([body, "x"]).alias(s.TITLE)).to_series()
 
 
-def _words(rng: np.random.Generator, words: tuple[str, ...] | list[str], count: int) -> pl.Series:
+def _words(rng: np.random.Generator, words: tuple[str, ...], count: int) -> pl.Series:
     return pl.Series(list(words), dtype=pl.String).gather(rng.integers(0, len(words), count))
 
 
@@ -794,24 +831,51 @@ def _capped(chance: np.ndarray, expected: float) -> np.ndarray:
     return np.minimum(1.0, scale * chance)
 
 
-def _first_of_pairs(a: np.ndarray, b: np.ndarray, order_key: np.ndarray) -> np.ndarray:
-    """Positions of the first (by `order_key`) row of each distinct (a, b) pair, in order."""
-    order = np.lexsort((order_key, b, a))
-    first = np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]
-    return np.sort(order[first])
+@dataclass
+class _Pairs:
+    """Rows grouped by (a, b): `order` runs through each pair's rows in turn, stably."""
+
+    order: np.ndarray
+    pair: np.ndarray  # per position in `order`, the pair's index
+    first: np.ndarray  # per pair, its first position in `order`
+    size: np.ndarray  # per pair, its rows
+
+    @classmethod
+    def of(cls, a: np.ndarray, b: np.ndarray) -> _Pairs:
+        order = _argsort(a, b)
+        a, b = a[order], b[order]
+        starts = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])][: a.size]
+        pair = np.cumsum(starts) - 1
+        return cls(order, pair, np.flatnonzero(starts), np.bincount(pair))
+
+
+def _first_of_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Positions of the first row of each distinct (a, b) pair, in their order."""
+    pairs = _Pairs.of(a, b)
+    return np.sort(pairs.order[pairs.first])
+
+
+def _argsort(*keys: np.ndarray) -> np.ndarray:
+    """The stable order that sorts by the first key, then the next: np.lexsort's, but faster."""
+    frame = pl.DataFrame({f"k{i}": key for i, key in enumerate(keys)})
+    order = frame.select(pl.arg_sort_by(frame.columns, maintain_order=True)).to_series()
+    return order.to_numpy().astype(np.int64)
 
 
 def _rank_within(group: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... along each run of equal values of a sorted `group`."""
     if not group.size:
         return group
+    position = np.arange(group.size)
     starts = np.r_[True, group[1:] != group[:-1]]
-    return np.arange(group.size) - np.maximum.accumulate(np.where(starts, np.arange(group.size), 0))
+    return position - np.maximum.accumulate(np.where(starts, position, 0))
 
 
 def _concat(*parts: _Listens) -> _Listens:
-    return _Listens(*(np.concatenate([getattr(p, f) for p in parts])
-                      for f in ("user", "source", "group", "track")))
+    """One set of listens from several, in compact integer types."""
+    types = {"user": np.int32, "source": np.int8, "group": np.int32, "track": np.int32}
+    return _Listens(*(np.concatenate([getattr(p, f) for p in parts]).astype(t)
+                      for f, t in types.items()))
 
 
 def _ids(prefix: str, count: int) -> pl.Series:
@@ -834,10 +898,13 @@ def _datetimes(micros: np.ndarray) -> pl.Series:
 def measure(tables: dict[str, pl.DataFrame], *, super_nodes: int) -> dict[str, object]:
     """The shapes of a dataset, measured on its tables: rows, and each generator target."""
     events, tracks, users, follows = (tables[t] for t in (s.EVENTS, s.TRACKS, s.USERS, s.FOLLOWS))
-    plays = events.filter(pl.col(s.KIND) == s.PLAY)
     kinds = dict(events.group_by(s.KIND).len().iter_rows())
+    plays = events.filter(pl.col(s.KIND) == s.PLAY).select(s.USER_ID, s.TRACK_ID, s.TS).join(
+        tracks.select(s.TRACK_ID, s.GENRE, s.CREATOR_ID), on=s.TRACK_ID, how="left")
+    per_track = plays.group_by(s.TRACK_ID).agg(pl.len(), pl.col(s.USER_ID).n_unique().alias("n"))
     creators = tracks[s.CREATOR_ID].drop_nulls()
     listens = kinds.get(s.PLAY, 0) + kinds.get(s.SKIP, 0)
+    reach = per_track["n"].top_k(super_nodes).mean() if super_nodes and per_track.height else 0
     return {
         "users": users.height,
         "creators": creators.n_unique(),
@@ -847,70 +914,61 @@ def measure(tables: dict[str, pl.DataFrame], *, super_nodes: int) -> dict[str, o
         "follows": follows.height,
         "first_event": str(events[s.TS].min()),
         "last_event": str(events[s.TS].max()),
-        "popularity_exponent": _round(zipf_exponent(_plays_per_track(plays))),
-        "super_node_reach": _round(_super_node_reach(plays, users.height, super_nodes)),
-        "top_genre_share": _round(_median_top_genre_share(plays, tracks)),
+        "popularity_exponent": _round(zipf_exponent(per_track["len"].to_numpy(),
+                                                    skip_top=super_nodes)),
+        "super_node_reach": _round((reach or 0) / max(users.height, 1)),
+        "top_genre_share": _round(_median_top_genre_share(plays)),
         "tracks_per_creator": _round(creators.len() / max(creators.n_unique(), 1)),
         "follows_per_user": _round(follows.height / max(users.height, 1)),
-        "follow_popularity_lift": _round(_follow_popularity_lift(plays, tracks, follows)),
+        "follow_popularity_lift": _round(_follow_popularity_lift(plays, creators, follows)),
         "skip_rate": _round(kinds.get(s.SKIP, 0) / max(listens, 1)),
-        "like_rate": _round(kinds.get(s.LIKE, 0) / max(plays.height, 1)),
-        "repost_rate": _round(kinds.get(s.REPOST, 0) / max(plays.height, 1)),
-        "median_play_ms": plays[s.MS_PLAYED].median(),
-        "median_skip_ms": events.filter(pl.col(s.KIND) == s.SKIP)[s.MS_PLAYED].median(),
+        "like_rate": _round(kinds.get(s.LIKE, 0) / max(kinds.get(s.PLAY, 0), 1)),
+        "repost_rate": _round(kinds.get(s.REPOST, 0) / max(kinds.get(s.PLAY, 0), 1)),
+        "median_play_ms": _median_ms(events, s.PLAY),
+        "median_skip_ms": _median_ms(events, s.SKIP),
         "unknown_genre_share": _round(tracks[s.GENRE].null_count() / max(tracks.height, 1)),
         "unknown_creator_share": _round(tracks[s.CREATOR_ID].null_count() / max(tracks.height, 1)),
         "top100_overlap_first_last_28d": _round(_top_overlap(plays, 100, 28)),
     }
 
 
-def zipf_exponent(counts: np.ndarray, *, min_count: int = 10) -> float:
-    """The slope of log(count) on log(rank), negated, over the ranks with `min_count` or more.
+def zipf_exponent(counts: np.ndarray, *, skip_top: int = 0, min_count: int = 10) -> float:
+    """The Zipf exponent: minus the least-squares slope of log(count) on log(rank).
 
-    Ranks whose counts fall below `min_count` are left out: there Poisson noise and ties flatten
-    the curve, whatever the true exponent.
+    The fit leaves out the `skip_top` highest ranks (super nodes, whose plays follow their reach)
+    and the ranks below `min_count` plays, where Poisson noise and ties flatten the curve.
     """
     ranked = np.sort(np.asarray(counts, dtype=np.float64))[::-1]
-    ranked = ranked[ranked >= min_count]
-    if ranked.size < 3:
+    rank = np.arange(1, ranked.size + 1)
+    fit = (rank > skip_top) & (ranked >= min_count)
+    if fit.sum() < 3:
         return float("nan")
-    slope = np.polyfit(np.log(np.arange(1, ranked.size + 1)), np.log(ranked), 1)[0]
-    return float(-slope)
+    return float(-np.polyfit(np.log(rank[fit]), np.log(ranked[fit]), 1)[0])
 
 
-def _plays_per_track(plays: pl.DataFrame) -> np.ndarray:
-    return plays.group_by(s.TRACK_ID).len()["len"].to_numpy()
-
-
-def _super_node_reach(plays: pl.DataFrame, users: int, super_nodes: int) -> float:
-    """The mean share of all users who played each of the `super_nodes` most-reached tracks."""
-    if not super_nodes or not users:
-        return 0.0
-    reach = plays.group_by(s.TRACK_ID).agg(pl.col(s.USER_ID).n_unique().alias("n"))
-    return float(reach["n"].top_k(super_nodes).mean() or 0) / users
-
-
-def _median_top_genre_share(plays: pl.DataFrame, tracks: pl.DataFrame) -> float:
-    """The median over users (with 20 or more plays of a known genre) of their top genre's share."""
-    known = plays.join(tracks.select(s.TRACK_ID, s.GENRE), on=s.TRACK_ID).drop_nulls(s.GENRE)
-    per_genre = known.group_by(s.USER_ID, s.GENRE).len()
+def _median_top_genre_share(plays: pl.DataFrame) -> float:
+    """The median, over users with 20 or more plays of a known genre, of the top genre's share."""
+    per_genre = plays.drop_nulls(s.GENRE).group_by(s.USER_ID, s.GENRE).len()
     share = per_genre.group_by(s.USER_ID).agg(
         (pl.col("len").max() / pl.col("len").sum()).alias("share"), pl.col("len").sum())
     return float(share.filter(pl.col("len") >= 20)["share"].median() or float("nan"))
 
 
 def _follow_popularity_lift(
-    plays: pl.DataFrame, tracks: pl.DataFrame, follows: pl.DataFrame
+    plays: pl.DataFrame, creators: pl.Series, follows: pl.DataFrame
 ) -> float:
     """Mean plays of a followed creator (per follow) over the mean plays of a creator."""
-    per_creator = (plays.join(tracks.select(s.TRACK_ID, s.CREATOR_ID), on=s.TRACK_ID)
-                   .drop_nulls(s.CREATOR_ID).group_by(s.CREATOR_ID).len())
-    every = tracks.select(s.CREATOR_ID).drop_nulls().unique().join(
-        per_creator, on=s.CREATOR_ID, how="left").fill_null(0)
+    per_creator = plays.drop_nulls(s.CREATOR_ID).group_by(s.CREATOR_ID).len()
+    every = creators.unique().to_frame().join(per_creator, on=s.CREATOR_ID, how="left")
+    every = every.fill_null(0)
     followed = follows.join(every, left_on=s.FOLLOWEE_ID, right_on=s.CREATOR_ID)
     if not followed.height or not every["len"].sum():
         return float("nan")
     return float(followed["len"].mean() / every["len"].mean())
+
+
+def _median_ms(events: pl.DataFrame, kind: str) -> float | None:
+    return events.filter(pl.col(s.KIND) == kind)[s.MS_PLAYED].median()
 
 
 def _top_overlap(plays: pl.DataFrame, top: int, days: int) -> float:
