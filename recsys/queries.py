@@ -77,7 +77,8 @@ def find_users(
 
 def user(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
     """The user's row (user_id, name, tracks_heard, positive_tracks), empty when unknown."""
-    return read(con, "SELECT * FROM users WHERE user_id = $user_id", user_id=user_id)
+    sql = "SELECT user_id, name, tracks_heard, positive_tracks FROM users WHERE user_id = $user_id"
+    return read(con, sql, user_id=user_id)
 
 
 def user_history(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
@@ -166,8 +167,8 @@ def shap_for(con: duckdb.DuckDBPyConnection, user_id: str, track_id: str) -> pl.
     where = "WHERE user_id = $user_id AND track_id = $track_id"
     shap = read(con, f"SELECT feature, value FROM shap_values {where}",
                 user_id=user_id, track_id=track_id)
-    inputs = read(con, f"SELECT * EXCLUDE (user_id, track_id) FROM recommendation_features {where}",
-                  user_id=user_id, track_id=track_id)
+    inputs = read(con, f"SELECT * EXCLUDE (user_id, track_id) FROM recommendation_features "
+                       f"{where}", user_id=user_id, track_id=track_id)
     inputs = inputs.unpivot(variable_name="feature", value_name="feature_value")
     return (
         shap.join(inputs, on="feature", how="left")

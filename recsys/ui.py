@@ -16,6 +16,7 @@ import duckdb
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from recsys import queries
 from recsys.store import resolve_store
@@ -23,13 +24,16 @@ from recsys.store import resolve_store
 # Widget keys; USER_KEY is also the query parameter of the inspector (?user=<id>).
 USER_KEY = "user"
 SEARCH_KEY = "user_search"
-TRACK_KEY = "track"
 
 REASON_WORDS = {
     "popular_in_genre": "No history track led here: popular in your genres",
     "popular": "No history track led here: popular overall",
 }
-IN_PROGRESS = "A newer run is being written…; these pages show the current run until it is published."
+IN_PROGRESS = (
+    "A newer run is being written… These pages show the current run until it is published."
+)
+
+MARGIN = {"l": 10, "r": 10, "t": 10, "b": 10}
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,6 @@ class Run:
 
     store: Path
     path: str
-
-    @property
-    def run_id(self) -> str:
-        return Path(self.path).name.removesuffix(".duckdb")
 
     def read(self, query: Callable[..., Any], *args: object) -> Any:
         """`query(con, *args)` for a function of `recsys.queries`, cached per run file."""
@@ -64,6 +64,7 @@ def _read(path: str, name: str, args: tuple) -> Any:
 
 def setup() -> Run:
     """Open the store's current run for a page, or say that there is none and stop."""
+    _run_through_app()
     store = resolve_store()
     path = queries.current_run_file(store)
     if path is None:
@@ -73,6 +74,30 @@ def setup() -> Run:
     if queries.run_in_progress(store) is not None:
         st.caption(IN_PROGRESS)
     return Run(store, str(path))
+
+
+def _run_through_app() -> None:
+    """Route a page opened by a link through app.py's navigation.
+
+    With a `pages/` folder beside app.py, Streamlit runs a linked page on its own (its old
+    multipage mode) until some session has run app.py's `st.navigation`, so the first visitor of
+    a link would miss app.py's page config and navigation. Leaving that mode and rerunning runs
+    the same link through app.py. A pages folder under another name would not need this.
+    """
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def user_labels(users: pl.DataFrame) -> dict[str, str]:
+    """user_id -> "id · name · N tracks heard", the name left out where there is none."""
+    return {
+        row["user_id"]: " · ".join(
+            [row["user_id"], *([row["name"]] if row["name"] else []),
+             f"{row['tracks_heard']:,} track{'' if row['tracks_heard'] == 1 else 's'} heard"]
+        )
+        for row in users.iter_rows(named=True)
+    }
 
 
 def reason_text(recommendations: pl.DataFrame) -> pl.DataFrame:
@@ -94,7 +119,7 @@ def importance_chart(importance: pl.DataFrame) -> go.Figure:
     )
     figure = go.Figure(bars)
     figure.update_layout(xaxis_title="mean |SHAP| (raw score)", height=120 + 24 * frame.height,
-                         margin={"l": 10, "r": 10, "t": 10, "b": 10})
+                         margin=MARGIN)
     return figure
 
 
@@ -110,11 +135,12 @@ def shap_waterfall(shap: pl.DataFrame, expected: float) -> go.Figure:
         x=[expected, *values, score],
         text=[f"{v:+.4f}" for v in [expected, *values]] + [f"{score:.4f}"],
         textposition="outside",
+        cliponaxis=False,
         connector={"line": {"width": 1}},
     )
     figure = go.Figure(bars)
     figure.update_layout(yaxis={"autorange": "reversed"}, xaxis_title="raw score",
-                         height=160 + 32 * len(values), margin={"l": 10, "r": 10, "t": 10, "b": 10})
+                         height=160 + 32 * len(values), margin={**MARGIN, "l": 60, "r": 60})
     return figure
 
 

@@ -1,0 +1,13 @@
+"""The app: wires the pages together; each page opens the current run through `recsys.ui`.
+
+    RECSYS_STORE=store streamlit run app.py
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="recsys", layout="wide")
+pages = [
+    st.Page("pages/overview.py", title="Overview", default=True),
+    st.Page("pages/inspector.py", title="User inspector", url_path="inspector"),
+]
+st.navigation(pages).run()

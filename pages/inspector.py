@@ -1,0 +1,72 @@
+"""User inspector: find a user, see what they heard, what they are recommended and why.
+
+A link can name the user: `?user=<id>`.
+"""
+
+import polars as pl
+import streamlit as st
+
+from recsys import queries, ui
+
+run = ui.setup()
+st.title("User inspector")
+
+# The user: matches of the search text; a user named by the link leads an empty search.
+text = st.text_input("Find a user by id or name", key=ui.SEARCH_KEY)
+matches = run.read(queries.find_users, text)
+linked = st.query_params.get(ui.USER_KEY)
+if linked and not text and linked not in matches["user_id"]:
+    found = run.read(queries.user, linked)
+    if found.is_empty():
+        st.warning("The user named in the link is not in this run.")
+    matches = pl.concat([found, matches])
+if matches.is_empty():
+    st.info("No user id or name contains that text.")
+    st.stop()
+labels = ui.user_labels(matches)
+options = list(labels)
+user_id = st.selectbox("User", options, format_func=labels.get, key=ui.USER_KEY,
+                       index=options.index(linked) if linked in labels else 0)
+st.query_params[ui.USER_KEY] = user_id
+
+st.subheader("History")
+history = run.read(queries.user_history, user_id)
+if history.is_empty():
+    st.info("This user has no history before the as-of time.")
+else:
+    shown = ["title", "creator_id", "genre", "kinds", "first_ts", "last_ts"]
+    played, recent = st.tabs(["Most played", "Most recent"])
+    played.dataframe(queries.most_played(history).select(shown), hide_index=True)
+    recent.dataframe(queries.most_recent(history).select(shown), hide_index=True)
+
+st.subheader("Recommendations")
+recs = ui.reason_text(run.read(queries.user_recommendations, user_id))
+if recs.is_empty():
+    st.info("This user has no recommendations in this run.")
+    st.stop()
+if recs["reason_kind"].is_in(list(ui.REASON_WORDS)).all():
+    st.info("No history track led to any of these: this is a fallback list of popular tracks.")
+st.dataframe(recs.select("rank", "title", "creator_id", "score", "reason_kind", "reason"),
+             hide_index=True)
+
+st.subheader("Why this recommendation")
+titles = {row["track_id"]: f"{row['rank']}. {row['title'] or row['track_id']}"
+          for row in recs.iter_rows(named=True)}
+# Unkeyed: another user's list is another widget, which starts on their first recommendation.
+track_id = st.selectbox("Recommendation", list(titles), format_func=titles.get)
+chosen = recs.filter(pl.col("track_id") == track_id).row(0, named=True)
+st.text(chosen["title"] or chosen["track_id"])
+st.text(f"by {chosen['creator_id'] or 'unknown creator'}, genre {chosen['genre'] or 'unknown'}")
+st.text(chosen["reason"])
+seeds = run.read(queries.reasons, user_id).filter(pl.col("track_id") == track_id)
+if not seeds.is_empty():
+    st.dataframe(seeds.select("seed_title", "seed_track_id", "share"), hide_index=True,
+                 column_config={"share": st.column_config.ProgressColumn(format="percent")})
+
+shap = run.read(queries.shap_for, user_id, track_id)
+expected = run.read(queries.expected_value)
+if shap.is_empty() or expected is None:
+    st.info("No SHAP values: this run has no ranker, so the score is the candidate order.")
+else:
+    st.plotly_chart(ui.shap_waterfall(shap, expected))
+    st.caption(f"Score {chosen['score']:.4f} = expected value {expected:.4f} + the contributions")
