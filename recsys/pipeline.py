@@ -227,6 +227,9 @@ def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Con
         tables["shap_values"] = explain.shap_rows(recs, contrib, ranker.features, cfg.recommend)
         tables["feature_importance"] = explain.global_importance(ranker, contrib)
         tables["expected_value"] = pl.DataFrame({"value": [float(contrib[0, -1]) if len(contrib) else 0.0]})
+    else:
+        tables["shap_values"] = explain.empty_shap()
+        tables["feature_importance"] = explain.empty_importance()
     stage("explanations", started, reasons=reasons.height,
           shap_rows=tables["shap_values"].height if ranker else 0)
 
@@ -247,7 +250,8 @@ def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Con
 def catalogue_tables(data: Dataset, fb: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """The users and tracks of the run, with their activity at as_of."""
     activity = fb.group_by(s.USER_ID).agg(
-        pl.len().alias("tracks_heard"), pl.col("positive").sum().cast(pl.Int64).alias("positive_tracks")
+        pl.len().cast(pl.Int64).alias("tracks_heard"),
+        pl.col("positive").sum().cast(pl.Int64).alias("positive_tracks"),
     )
     everyone = pl.concat([data.users.select(s.USER_ID), fb.select(s.USER_ID)]).unique()
     users = (
@@ -295,11 +299,11 @@ def run_batch(
         tables = serve(data, as_of, outcome.ranker, cfg, stage)
         t0 = time.perf_counter()
         tables.update(catalogue_tables(data, tables["feedback"]))
-        if outcome.ranker:
-            tables["models"] = pl.DataFrame({
-                "name": ["ranker"], "format": ["lightgbm"],
-                "content": [outcome.ranker.booster.model_to_string()],
-            })
+        model = [outcome.ranker.booster.model_to_string()] if outcome.ranker else []
+        tables["models"] = pl.DataFrame(
+            {"name": ["ranker"] * len(model), "format": ["lightgbm"] * len(model), "content": model},
+            schema={"name": pl.String, "format": pl.String, "content": pl.String},
+        )
         tables["ranker_evaluation"] = outcome.evaluation
         summary = _summary(entry, data, tables, outcome, as_of, cfg)
         for name, frame in tables.items():
@@ -335,7 +339,7 @@ def _summary(entry, data, tables, outcome, as_of, cfg) -> dict:
         "train_cut": as_of - (cfg.ranker.training_cuts + 1) * window,
         "valid_cut": as_of - window, "input": entry["input"], "fingerprint": entry["fingerprint"],
         "config": json.dumps(entry["config"]), "code_version": __version__,
-        "started_at": entry["started_at"], "kpi": cfg.labels.kpi,
+        "started_at": datetime.fromisoformat(entry["started_at"]), "kpi": cfg.labels.kpi,
         "users": tables["users"].height, "tracks": data.tracks.height,
         "events": data.events.height, "duplicates_dropped": data.duplicates_dropped,
         "recommendations": tables["recommendations"].height,

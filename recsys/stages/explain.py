@@ -110,3 +110,15 @@ def global_importance(ranker: TrainedRanker, contrib: np.ndarray) -> pl.DataFram
         }
     )
     return frame.sort("mean_abs_shap", descending=True)
+
+
+def empty_shap() -> pl.DataFrame:
+    """The shap_values table of a run without a ranker."""
+    return pl.DataFrame(schema={s.USER_ID: pl.String, s.TRACK_ID: pl.String, FEATURE: pl.String,
+                                VALUE: pl.Float64})
+
+
+def empty_importance() -> pl.DataFrame:
+    """The feature_importance table of a run without a ranker."""
+    return pl.DataFrame(schema={FEATURE: pl.String, "gain": pl.Float64, "splits": pl.Int64,
+                                "mean_abs_shap": pl.Float64})
