@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _weaker(score_a, item_a, score_b, item_b):
     """Whether neighbour a ranks below b: a lower score, or the same score and a larger index."""
     return score_a < score_b or (score_a == score_b and item_a > item_b)
@@ -121,6 +121,10 @@ def top_k_neighbours(
                     score = d / (mass[i] + mass[j] - d)
                 else:
                     score = d * source[i] * target[j]
+                # Most candidates lose to the weakest kept neighbour: reject them here, inline,
+                # as a call per candidate costs more than the whole accumulation.
+                if size == k and not _weaker(heap_score[0], heap_item[0], score, j):
+                    continue
                 size = _push(heap_score, heap_item, size, k, score, j)
 
             # Best first: by score descending, then by index.
