@@ -9,5 +9,7 @@ st.set_page_config(page_title="recsys", layout="wide")
 pages = [
     st.Page("pages/overview.py", title="Overview", default=True),
     st.Page("pages/inspector.py", title="User inspector", url_path="inspector"),
+    st.Page("pages/supernodes.py", title="Super nodes", url_path="supernodes"),
+    st.Page("pages/tracks.py", title="Track explorer", url_path="tracks"),
 ]
 st.navigation(pages).run()

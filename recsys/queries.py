@@ -210,3 +210,145 @@ def _alive(pid: object) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# The curator's pages: super nodes, routes and the track explorer.
+
+LEADERBOARD_ROWS = 20
+ROUTE_ROWS = 20
+TRACK_MATCHES = 50
+ENTITIES = ("track", "creator")
+
+
+def leaderboard(
+    con: duckdb.DuckDBPyConnection, entity: str, *, limit: int = LEADERBOARD_ROWS
+) -> pl.DataFrame:
+    """The `limit` most recommended tracks or creators (`entity`): entity_id, name (a track's
+    title, a creator's user name where the creator is a user), slots, users_reached,
+    listening_share, recommendation_share, amplification, in_degree; most slots first."""
+    sql = """
+        SELECT e.entity_id, CASE WHEN e.entity = 'track' THEN t.title ELSE u.name END AS name,
+               e.slots, e.users_reached, e.listening_share, e.recommendation_share,
+               e.amplification, e.in_degree
+        FROM exposure e
+        LEFT JOIN tracks t ON e.entity = 'track' AND t.track_id = e.entity_id
+        LEFT JOIN users u ON e.entity = 'creator' AND u.user_id = e.entity_id
+        WHERE e.entity = $entity AND e.slots > 0
+        ORDER BY e.slots DESC, e.entity_id
+        LIMIT $limit
+    """
+    return read(con, sql, entity=entity, limit=limit)
+
+
+def exposure_of(con: duckdb.DuckDBPyConnection, entity: str, entity_id: str) -> pl.DataFrame:
+    """One track's or creator's row of `exposure`; empty when it is not in the catalogue."""
+    sql = "SELECT * FROM exposure WHERE entity = $entity AND entity_id = $entity_id"
+    return read(con, sql, entity=entity, entity_id=entity_id)
+
+
+def bias_measures(con: duckdb.DuckDBPyConnection, entity: str) -> pl.DataFrame:
+    """metric, value: the run's popularity-bias measures for tracks or creators."""
+    sql = "SELECT metric, value FROM popularity_bias WHERE entity = $entity"
+    return read(con, sql, entity=entity)
+
+
+def lorenz_curve(con: duckdb.DuckDBPyConnection, entity: str) -> pl.DataFrame:
+    """population_share, exposure_share: the Lorenz curve of exposure, from (0, 0)."""
+    sql = """
+        SELECT population_share, exposure_share FROM lorenz
+        WHERE entity = $entity ORDER BY population_share
+    """
+    return read(con, sql, entity=entity)
+
+
+_OF_ENTITY = """
+    (($entity = 'track' AND r.track_id = $entity_id)
+     OR ($entity = 'creator' AND rt.creator_id = $entity_id))
+"""
+
+
+def routes(
+    con: duckdb.DuckDBPyConnection, entity: str, entity_id: str, *, limit: int = ROUTE_ROWS
+) -> pl.DataFrame:
+    """The history tracks that lead users to a track (or to a creator's tracks): seed_track_id,
+    seed_title, seed_creator_id, users (how many users it leads there), mean_share; most users
+    first. Counted over the seeds each recommendation names (`recommendation_reasons`)."""
+    sql = f"""
+        SELECT r.seed_track_id, st.title AS seed_title, st.creator_id AS seed_creator_id,
+               count(DISTINCT r.user_id) AS users, avg(r.share) AS mean_share
+        FROM recommendation_reasons r
+        JOIN tracks rt ON rt.track_id = r.track_id
+        LEFT JOIN tracks st ON st.track_id = r.seed_track_id
+        WHERE {_OF_ENTITY}
+        GROUP BY ALL
+        ORDER BY users DESC, r.seed_track_id
+        LIMIT $limit
+    """
+    return read(con, sql, entity=entity, entity_id=entity_id, limit=limit)
+
+
+def reason_kinds(con: duckdb.DuckDBPyConnection, entity: str, entity_id: str) -> pl.DataFrame:
+    """reason_kind, users: how the lists that hold a track (or a creator's tracks) came to it
+    (`similar`, `popular_in_genre`, `popular`), most users first."""
+    sql = f"""
+        SELECT r.reason_kind, count(DISTINCT r.user_id) AS users
+        FROM recommendations r JOIN tracks rt ON rt.track_id = r.track_id
+        WHERE {_OF_ENTITY}
+        GROUP BY ALL
+        ORDER BY users DESC, r.reason_kind
+    """
+    return read(con, sql, entity=entity, entity_id=entity_id)
+
+
+def find_tracks(
+    con: duckdb.DuckDBPyConnection, text: str, *, limit: int = TRACK_MATCHES
+) -> pl.DataFrame:
+    """Tracks whose id or title contains `text` (case-insensitive): track_id, title, creator_id,
+    genre, popularity, slots; an exact id first, then the most recommended, then the most
+    listened. An empty `text` matches every track."""
+    sql = """
+        SELECT t.track_id, t.title, t.creator_id, t.genre, t.popularity,
+               coalesce(e.slots, 0) AS slots
+        FROM tracks t
+        LEFT JOIN exposure e ON e.entity = 'track' AND e.entity_id = t.track_id
+        WHERE contains(lower(t.track_id), lower($text))
+           OR contains(lower(coalesce(t.title, '')), lower($text))
+        ORDER BY t.track_id = $text DESC, slots DESC, t.popularity DESC, t.track_id
+        LIMIT $limit
+    """
+    return read(con, sql, text=text.strip(), limit=limit)
+
+
+# What-if inputs: the run's interactions, catalogue, neighbours, lists and model.
+
+
+def _utc(frame: pl.DataFrame) -> pl.DataFrame:
+    """Timestamps in the engine's UTC type (DuckDB hands them over in its session zone)."""
+    return frame.with_columns(pl.col(pl.Datetime("us", "*")).dt.convert_time_zone("UTC"))
+
+
+def feedback(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The whole `feedback` table: every (user, track) interaction before as_of."""
+    return _utc(read(con, "SELECT * FROM feedback ORDER BY user_id, track_id"))
+
+
+def catalogue(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The tracks as the input gave them (without the run's `popularity`)."""
+    return _utc(read(con, "SELECT * EXCLUDE (popularity) FROM tracks ORDER BY track_id"))
+
+
+def neighbour_pairs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The whole `similar_tracks` table."""
+    return read(con, "SELECT * FROM similar_tracks ORDER BY track_id, rank")
+
+
+def all_recommendations(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every list of the run: user_id, rank, track_id, score, reason_kind."""
+    sql = "SELECT user_id, rank, track_id, score, reason_kind FROM recommendations"
+    return read(con, f"{sql} ORDER BY user_id, rank")
+
+
+def ranker_model(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The run's LightGBM model as text, None for a run without a ranker."""
+    found = read(con, "SELECT content FROM models WHERE name = 'ranker'")
+    return found["content"][0] if found.height else None

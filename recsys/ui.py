@@ -18,12 +18,42 @@ import polars as pl
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from recsys import queries
+from recsys import queries, whatif
+from recsys.config import Config
+from recsys.stages.similarity import MEASURES
 from recsys.store import resolve_store
 
-# Widget keys; USER_KEY is also the query parameter of the inspector (?user=<id>).
+# Widget keys; USER_KEY is also the query parameter of the inspector (?user=<id>), TRACK_KEY
+# that of the track explorer (?track=<id>).
 USER_KEY = "user"
 SEARCH_KEY = "user_search"
+ENTITY_KEY = "entity"
+TRACK_KEY = "track"
+TRACK_SEARCH_KEY = "track_search"
+MEASURE_KEY = "whatif_measure"
+BETA_KEY = "whatif_beta"
+K1_KEY = "whatif_bm25_k1"
+B_KEY = "whatif_bm25_b"
+CAP_KEY = "whatif_max_per_creator"
+SAMPLE_KEY = "whatif_sample_size"
+SEED_KEY = "whatif_seed"
+ORDER_KEY = "whatif_order"
+RUN_WHATIF_KEY = "whatif_run"
+WHATIF_KEY = "whatif_settings"  # session state: the settings of the last sample what-if run
+WHATIF_REQUESTED = "whatif_requested"  # session state: the button was pressed
+ONE_USER_SEARCH_KEY = "whatif_user_search"
+ONE_USER_KEY = "whatif_user"
+CHANGE_KEY = "whatif_change"
+
+ENTITY_WORDS = {"track": "Tracks", "creator": "Creators"}
+BY_MODEL, BY_ORDER = "The run's ranker", "The candidate order (no model)"
+FORGET, MUTE = "Remove a history track", "Mute a creator"
+EXPOSURE_COLUMNS = {
+    "listening_share": st.column_config.NumberColumn(format="percent"),
+    "recommendation_share": st.column_config.NumberColumn(format="percent"),
+    "mean_share": st.column_config.NumberColumn(format="percent"),
+    "amplification": st.column_config.NumberColumn(format="%.2f×"),
+}
 
 REASON_WORDS = {
     "popular_in_genre": "No history track led here: popular in your genres",
@@ -147,3 +177,147 @@ def shap_waterfall(shap: pl.DataFrame, expected: float) -> go.Figure:
 def _feature_label(row: dict) -> str:
     value = row.get("feature_value")
     return row["feature"] if value is None else f"{row['feature']} = {value:.3g}"
+
+
+def lorenz_chart(curve: pl.DataFrame) -> go.Figure:
+    """The Lorenz curve of exposure against the diagonal of equal exposure."""
+    x, y = curve["population_share"].to_list(), curve["exposure_share"].to_list()
+    figure = go.Figure([
+        go.Scatter(x=x, y=y, mode="lines", name="recommendations",
+                   hovertemplate="%{x:.0%} of the catalogue get %{y:.1%} of the slots"
+                                 "<extra></extra>"),
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="equal exposure",
+                   line={"dash": "dot"}, hoverinfo="skip"),
+    ])
+    figure.update_layout(
+        xaxis_title="share of the catalogue, least recommended first",
+        yaxis_title="share of recommendation slots", height=380, margin=MARGIN,
+        xaxis={"tickformat": ".0%"}, yaxis={"tickformat": ".0%"},
+    )
+    return figure
+
+
+def entity_labels(board: pl.DataFrame) -> dict[str, str]:
+    """entity_id -> "name · id · N users" for a leaderboard, the name left out where none."""
+    return {
+        row["entity_id"]: " · ".join([*([row["name"]] if row["name"] else []), row["entity_id"],
+                                      f"{row['users_reached']:,} users"])
+        for row in board.iter_rows(named=True)
+    }
+
+
+def track_labels(tracks: pl.DataFrame) -> dict[str, str]:
+    """track_id -> "title · id · N listeners"."""
+    return {
+        row["track_id"]: " · ".join([*([row["title"]] if row["title"] else []), row["track_id"],
+                                     f"{row['popularity']:,} listeners"])
+        for row in tracks.iter_rows(named=True)
+    }
+
+
+def history_labels(history: pl.DataFrame) -> dict[str, str]:
+    """track_id -> "title · id · last heard <date>" for a user's history."""
+    return {
+        row["track_id"]: " · ".join([*([row["title"]] if row["title"] else []), row["track_id"],
+                                     f"last heard {row['last_ts']:%Y-%m-%d}"])
+        for row in history.iter_rows(named=True)
+    }
+
+
+def show_routes(run: Run, entity: str, entity_id: str) -> None:
+    """How the lists reach a track or creator: by reason, then by the history tracks named."""
+    kinds = run.read(queries.reason_kinds, entity, entity_id)
+    if kinds.is_empty():
+        st.info("No list holds it in this run.")
+        return
+    st.dataframe(kinds, hide_index=True)
+    routes = run.read(queries.routes, entity, entity_id)
+    if routes.is_empty():
+        st.info("No history track leads to it: every list that holds it got it as a fallback.")
+        return
+    st.dataframe(routes, hide_index=True, column_config=EXPOSURE_COLUMNS)
+    st.caption("users: how many users' lists hold it because of that history track (the seeds "
+               "each recommendation names); mean_share: that seed's share of its similarity.")
+
+
+def stored_run(run: Run) -> whatif.StoredRun:
+    """The run's interactions, neighbours, lists and model, read once per run file."""
+    return _stored(run.path)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Reading the run's interactions…")
+def _stored(path: str) -> whatif.StoredRun:
+    with _connect(path).cursor() as cursor:
+        return whatif.load_stored_run(cursor)
+
+
+def neighbours(run: Run, measure: str) -> pl.DataFrame:
+    """Every track's neighbours under `measure` (the run's other similarity settings)."""
+    return _neighbours(run.path, measure)
+
+
+@st.cache_data(max_entries=len(MEASURES) * 2, show_spinner="Computing neighbours…")
+def _neighbours(path: str, measure: str) -> pl.DataFrame:
+    stored = _stored(path)
+    cfg = whatif.with_settings(stored.cfg, similarity={"measure": measure})
+    return whatif.neighbours_under(stored, cfg)
+
+
+def what_if_settings(cfg: Config) -> dict:
+    """The sample what-if's widgets, starting from the run's config `cfg`; their values."""
+    sim = cfg.similarity
+    left, middle, right = st.columns(3)
+    measure = left.selectbox("Similarity measure", MEASURES, index=MEASURES.index(sim.measure),
+                             key=MEASURE_KEY)
+    similarity = {"measure": measure}
+    if measure == "rp3beta":
+        similarity["beta"] = left.slider("beta: popularity damping of the target", 0.0, 2.0,
+                                         sim.beta, 0.05, key=BETA_KEY)
+    if measure == "bm25":
+        similarity["bm25_k1"] = left.number_input("BM25 k1", 0.0, 10.0, sim.bm25_k1, 0.1,
+                                                  key=K1_KEY)
+        similarity["bm25_b"] = left.slider("BM25 b", 0.0, 1.0, sim.bm25_b, 0.05, key=B_KEY)
+    cap = middle.number_input("At most this many tracks per creator in a list (0: no cap)", 0,
+                              None, cfg.curation.max_per_creator or 0, key=CAP_KEY)
+    order = middle.radio("Rank by", (BY_MODEL, BY_ORDER), key=ORDER_KEY)
+    size = right.number_input("Users in the sample", 1, None, whatif.DEFAULT_SAMPLE, 50,
+                              key=SAMPLE_KEY)
+    seed = right.number_input("Sample seed", 0, None, 0, key=SEED_KEY)
+    return {"similarity": similarity, "curation": {"max_per_creator": cap or None},
+            "use_model": order == BY_MODEL, "sample_size": int(size), "seed": int(seed)}
+
+
+def request_what_if() -> None:
+    """The what-if button's callback. A flag in the session state outlives a rerun of the
+    script (see `_run_through_app`), where the button's own value would not."""
+    st.session_state[WHATIF_REQUESTED] = True
+
+
+def sample_what_if(run: Run, settings: dict) -> whatif.SampleWhatIf:
+    """The sample what-if of `settings` (from `what_if_settings`), cached per run file."""
+    return _sample_what_if(run.path, settings)
+
+
+@st.cache_data(max_entries=16, show_spinner="Recomputing the sample's lists…")
+def _sample_what_if(path: str, settings: dict) -> whatif.SampleWhatIf:
+    stored = _stored(path)
+    cfg = whatif.with_settings(stored.cfg, similarity=settings["similarity"],
+                               curation=settings["curation"])
+    users = whatif.sample_users(stored.recommendations, settings["sample_size"],
+                                seed=settings["seed"])
+    return whatif.sample_what_if(stored, cfg, users, use_model=settings["use_model"])
+
+
+def user_what_if(run: Run, user_id: str, *, forget_track: str | None = None,
+                 mute_creator: str | None = None) -> pl.DataFrame:
+    """One user's list with a history track forgotten or a creator muted, with reasons."""
+    return _user_what_if(run.path, user_id, forget_track, mute_creator)
+
+
+@st.cache_data(max_entries=64, show_spinner="Recomputing the list…")
+def _user_what_if(path: str, user_id: str, forget_track: str | None,
+                  mute_creator: str | None) -> pl.DataFrame:
+    stored = _stored(path)
+    _, after = whatif.user_what_if(stored, user_id, forget_track=forget_track,
+                                   mute_creator=mute_creator)
+    return reason_text(whatif.because(after, stored.tracks))

@@ -186,18 +186,36 @@ def read_dataset(folder: str | Path) -> Dataset:
     dropped = before - events.height
     if dropped:
         log.info("%s: dropped %s exact duplicate events", raw[s.EVENTS][0], f"{dropped:,}")
-    follows = tables[s.FOLLOWS].drop(ROW).unique(
-        [s.FOLLOWER_ID, s.FOLLOWEE_ID], keep="first", maintain_order=True
-    )
     return Dataset(
         events=events,
         tracks=tables[s.TRACKS].drop(ROW),
         users=tables[s.USERS].drop(ROW),
-        follows=follows,
+        follows=_unique_follows(tables[s.FOLLOWS].drop(ROW)),
         source=str(folder),
         duplicates_dropped=dropped,
         files={t: n for t, (n, _) in raw.items()},
     )
+
+
+def read_table(folder: str | Path, table: str) -> pl.DataFrame:
+    """One table of the dataset in `folder` as `read_dataset` returns it, checked on its own
+    (rules across tables are not); an optional table that is absent reads as empty."""
+    folder = Path(folder)
+    path = table_file(folder, table) if folder.is_dir() else None
+    if path is None:
+        if table in s.REQUIRED_TABLES:
+            raise UsageError(f"{folder}: no {table}.parquet or {table}.csv")
+        return s.empty_frame(table)
+    problems: list[Problem] = []
+    frame = _normalize(table, path.name, _read_file(path), problems)
+    if problems:
+        raise DataError("\n".join(str(p) for p in problems))
+    frame = frame.drop(ROW)
+    return _unique_follows(frame) if table == s.FOLLOWS else frame
+
+
+def _unique_follows(follows: pl.DataFrame) -> pl.DataFrame:
+    return follows.unique([s.FOLLOWER_ID, s.FOLLOWEE_ID], keep="first", maintain_order=True)
 
 
 def _read_file(path: Path) -> pl.DataFrame:
