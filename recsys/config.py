@@ -59,6 +59,36 @@ class CandidatesConfig(_Section):
     fallback_size: int = Field(50, ge=1, description="popular tracks offered to a cold user")
 
 
+class WalksConfig(_Section):
+    """Random walks with restart over the listener graph (personalized PageRank by Monte
+    Carlo): a hop goes from a track to one of its listeners and on to one of their tracks."""
+
+    walks_per_user: int = Field(1600, ge=1, description="walks started from a user's seeds")
+    # The teleport: before every hop a walk ends with this chance and the next one starts
+    # from a seed. 0.3 makes a walk 2.3 hops (4.7 steps) long on average.
+    restart: float = Field(0.3, gt=0, le=1)
+    max_length: int = Field(20, ge=1, description="hops after which a walk ends in any case")
+    # A seed's share of the walks grows with its listeners to this power: 0 gives every seed
+    # the same share, 1 a share proportional to its listeners.
+    seed_degree_exponent: float = Field(0.5, ge=0, le=1)
+    # Multi-hit boosting: a track's score is the square of the sum over seeds of the root of
+    # its visits from that seed, so a track reached from several seeds ranks above one
+    # reached as often from a single seed. Off: the score is the visit share (the PageRank).
+    boost: bool = True
+    # Hubs are the tracks and the listeners with the most edges, this share of each side
+    # (None: no hubs). A walk passes through one hub at most `hub_cap` times the user's
+    # walks; a walk arriving at a hub whose cap is used up ends there.
+    hub_share: float | None = Field(0.001, gt=0, lt=1)
+    hub_cap: float = Field(0.02, gt=0, le=1)
+    weighted: bool = Field(False, description="pick neighbours in proportion to strength")
+    # At a listener, the chance of moving on to an account they follow before picking a track
+    # (used only when follows are given).
+    follow_probability: float = Field(0.0, ge=0, le=1)
+    max_tracks: int = Field(200, ge=1, description="visited tracks kept per user, best first")
+    paths_per_track: int = Field(3, ge=1, description="explanation paths kept per track")
+    seed: int = Field(0, ge=0, description="seed of the random walks")
+
+
 Kpi = Literal["plays", "listening_time", "likes", "reposts"]
 
 
@@ -143,6 +173,7 @@ class Config(_Section):
     feedback: FeedbackConfig = FeedbackConfig()
     similarity: SimilarityConfig = SimilarityConfig()
     candidates: CandidatesConfig = CandidatesConfig()
+    walks: WalksConfig = WalksConfig()
     labels: LabelsConfig = LabelsConfig()
     ranker: RankerConfig = RankerConfig()
     recommend: RecommendConfig = RecommendConfig()
