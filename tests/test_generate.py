@@ -245,3 +245,28 @@ def test_cli_generate_writes_a_dataset_that_validates(tmp_path):
     assert read_dataset(dest).users.height == 150
     checked = runner.invoke(app, ["validate", str(dest)])
     assert checked.exit_code == 0, checked.output
+
+
+def test_generate_never_deletes_what_is_not_its_own(tmp_path):
+    dest = tmp_path / "data"
+    (dest / "users").mkdir(parents=True)
+    (dest / "events.2023-backup.csv").write_text("keep me")
+    args = ["generate", str(dest), "--users", "20", "--tracks", "30"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert (f"{dest}: holds events.2023-backup.csv, users, which are not dataset tables; "
+            "choose a new or empty folder") in result.output
+    assert (dest / "events.2023-backup.csv").read_text() == "keep me"
+    assert (dest / "users").is_dir()
+
+    # A folder of dataset files only is rewritten, and a CSV that would clash is removed.
+    (dest / "users").rmdir()
+    (dest / "events.2023-backup.csv").unlink()
+    (dest / "events.csv").write_text("user_id\nold\n")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "events.parquet", "follows.parquet", "tracks.parquet", "users.parquet"
+    ]
+    assert read_dataset(dest).users.height == 20
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no temporary folder left behind

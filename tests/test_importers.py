@@ -339,6 +339,29 @@ def test_missing_file_names_it_and_writes_nothing(tmp_path):
     assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ml"]
 
 
+def test_import_never_deletes_what_is_not_its_own(tmp_path):
+    src = tmp_path / "ml"
+    src.mkdir()
+    (src / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n")
+    (src / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    dest = tmp_path / "out"
+    (dest / "follows").mkdir(parents=True)
+    (dest / "tracks.old.parquet").write_text("keep me")
+    result = CliRunner().invoke(app, ["import", "movielens", str(src), str(dest)])
+    assert result.exit_code == 2
+    assert f"{dest}: holds follows, tracks.old.parquet, which are not dataset tables" in result.output
+    assert (dest / "tracks.old.parquet").read_text() == "keep me" and (dest / "follows").is_dir()
+
+    (dest / "follows").rmdir()
+    (dest / "tracks.old.parquet").unlink()
+    (dest / "tracks.csv").write_text("track_id\nold\n")
+    import_dataset("movielens", src, dest)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "events.parquet", "follows.parquet", "tracks.parquet", "users.parquet"
+    ]
+    assert read_dataset(dest).tracks["track_id"].to_list() == ["1"]
+
+
 def test_unreadable_file_writes_nothing(tmp_path):
     src = tmp_path / "ml"
     src.mkdir()

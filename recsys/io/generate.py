@@ -32,7 +32,7 @@ import polars as pl
 from recsys import schema as s
 from recsys.config import GeneratorConfig
 from recsys.errors import UsageError
-from recsys.io.dataset import write_dataset
+from recsys.io.dataset import check_dest, write_dataset
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def generate(
     dest: str | Path, *, users: int, tracks: int, seed: int, config: GeneratorConfig
 ) -> dict[str, object]:
     """Write a synthetic dataset into `dest` and return what it made, measured on the tables."""
+    check_dest(dest)  # before the generating, which can take a while
     started = time.perf_counter()
     tables = generate_tables(users=users, tracks=tracks, seed=seed, config=config)
     write_dataset(tables, dest)

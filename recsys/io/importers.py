@@ -32,7 +32,7 @@ import polars as pl
 
 from recsys import schema as s
 from recsys.errors import DataError, UsageError
-from recsys.io.dataset import write_dataset
+from recsys.io.dataset import check_dest, write_dataset
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def import_dataset(fmt: str, src: Path, dest: Path) -> ImportReport:
     Raises
     ------
     UsageError
-        An unknown format, or a `dest` that holds files other than dataset tables.
+        An unknown format, or a `dest` that holds anything but the dataset tables' files.
     DataError
         A missing or unreadable source file, named in the message; nothing is written.
     """
@@ -153,6 +153,7 @@ def import_dataset(fmt: str, src: Path, dest: Path) -> ImportReport:
     if importer is None:
         raise UsageError(f"unknown import format {fmt!r}; choose one of {', '.join(FORMATS)}")
     src, dest = Path(src), Path(dest)
+    check_dest(dest)  # before the reading, which can take a while
     _require_files(fmt, src, REQUIRED_FILES[fmt])
     report = ImportReport(fmt=fmt, src=src, dest=dest)
     tables = {table: _conform(table, frame) for table, frame in importer(src, report).items()}
