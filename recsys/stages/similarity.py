@@ -108,15 +108,23 @@ def neighbours(
     track, then score descending, then neighbour index."""
     user_items = sp.csr_matrix(matrix, dtype=np.float64)
     user_items.sum_duplicates()
-    item_users = user_items.T.tocsr()
-    user_weight, source, target, mass = _factors(user_items, item_users, cfg)
+    user_weight, source, target, mass = _factors(user_items, user_items.T.tocsr(), cfg)
     weighted = bool((user_items.data != 1).any() or (user_weight != 1).any())
+
+    # The kernel numbers the tracks in a fixed random order (see `top_k_neighbours`); its
+    # output comes back in ours.
+    label = np.random.default_rng(0).permutation(user_items.shape[1])
+    user_items = user_items[:, label]
+    user_items.sort_indices()
+    item_users = user_items.T.tocsr()
+    item_users.sort_indices()
     dst, score, co = top_k_neighbours(
         item_users.indptr.astype(np.int64), item_users.indices.astype(np.int32),
         item_users.data.astype(np.float32), user_items.indptr.astype(np.int64),
         user_items.indices.astype(np.int32), user_items.data.astype(np.float32),
-        user_weight, source, target, mass, weighted, cfg.measure == "jaccard",
-        int(cfg.min_co_count), int(cfg.k), numba.get_num_threads() * 8,
+        user_weight, source[label], target[label], mass[label], label.astype(np.int64),
+        weighted, cfg.measure == "jaccard", int(cfg.min_co_count), int(cfg.k),
+        numba.get_num_threads(),
     )
     found = dst >= 0
     src = np.broadcast_to(np.arange(item_users.shape[0])[:, None], dst.shape)[found]
