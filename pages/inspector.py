@@ -63,6 +63,17 @@ if not seeds.is_empty():
     st.dataframe(seeds.select("seed_title", "seed_track_id", "share"), hide_index=True,
                  column_config={"share": st.column_config.ProgressColumn(format="percent")})
 
+sources = run.read(queries.candidate_sources, user_id, track_id)
+st.dataframe(sources, hide_index=True)
+st.caption("The candidate sources that proposed it, with its score and rank in each.")
+paths = run.read(queries.walk_paths_for, user_id, track_id)
+if not paths.is_empty():
+    st.plotly_chart(ui.walk_path_chart(paths))
+    st.dataframe(ui.walk_path_table(paths), hide_index=True)
+    st.caption("The walks' most travelled paths into it: from your history track (or a track "
+               "the walk reached from it), through a listener who played both, to it; widths "
+               "are visits.")
+
 shap = run.read(queries.shap_for, user_id, track_id)
 expected = run.read(queries.expected_value)
 if shap.is_empty() or expected is None:

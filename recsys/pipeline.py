@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys import __version__, bias, schema as s
+from recsys import __version__, bias, evaluate, schema as s
 from recsys.config import Config
 from recsys.errors import UsageError
 from recsys.io.dataset import Dataset, read_dataset
 from recsys.stages import candidates as cand
-from recsys.stages import explain, features as feat
+from recsys.stages import explain, features as feat, walks
 from recsys.stages.curation import apply_rules
 from recsys.stages.feedback import events_before, feedback
 from recsys.stages.labels import LABEL, labels
@@ -44,17 +44,23 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 ORDER_SCORE = "order_score"
+# Paths recorded per walk recommendation to share its visits between seeds; the store keeps
+# the top `walks.paths_per_track` of them.
+SHARE_PATHS = 50
 
 
 @dataclass
 class Snapshot:
-    """What the engine knows at one moment: feedback, neighbours, candidates and features."""
+    """What the engine knows at one moment: feedback, neighbours, the users' seeds and the
+    listener graph their walks ran on, and the candidates with their seed contributions."""
 
     moment: datetime
     feedback: pl.DataFrame
     similar: pl.DataFrame
     candidates: pl.DataFrame
     contributions: pl.DataFrame
+    seeds: pl.DataFrame
+    graph: walks.ListenerGraph
 
 
 @dataclass
@@ -95,38 +101,91 @@ def take_snapshot(data: Dataset, moment: datetime, users: pl.Series, cfg: Config
     """Build feedback, similarity and candidates from the events before `moment`."""
     fb = feedback(events_before(data.events, moment), cfg.feedback)
     similar = similar_tracks(fb, cfg.similarity, moment=moment)
-    candidates, contributions = cand.generate_candidates(users, fb, similar, data.tracks, cfg.candidates)
-    return Snapshot(moment, fb, similar, candidates, contributions)
+    return build_snapshot(moment, users, fb, similar, data.tracks,
+                          follows_before(data.follows, moment), cfg)
+
+
+def build_snapshot(
+    moment: datetime,
+    users: pl.Series,
+    fb: pl.DataFrame,
+    similar: pl.DataFrame,
+    tracks: pl.DataFrame,
+    follows: pl.DataFrame,
+    cfg: Config,
+) -> Snapshot:
+    """The candidates of `users` from feedback `fb` and neighbours `similar`: similarity
+    expansion, walks from the same seeds, and the fallbacks."""
+    user_seeds = cand.seeds(fb, cfg.candidates).join(
+        users.unique().to_frame(s.USER_ID), on=s.USER_ID, how="semi"
+    )
+    graph = walks.listener_graph(
+        fb, follows=follows if cfg.walks.follow_probability > 0 else None
+    )
+    walked = walks.walk_candidates(graph, user_seeds, fb.select(s.USER_ID, s.TRACK_ID),
+                                   cfg.walks)
+    candidates, contributions = cand.generate_candidates(
+        users, fb, similar, tracks, cfg.candidates, walked=walked
+    )
+    return Snapshot(moment, fb, similar, candidates, contributions, user_seeds, graph)
+
+
+def follows_before(follows: pl.DataFrame, moment: datetime) -> pl.DataFrame:
+    """The follows made before `moment`; an undated follow counts at every moment."""
+    return follows.filter(pl.col(s.TS).is_null() | (pl.col(s.TS) < moment))
 
 
 def snapshot_features(data: Dataset, snap: Snapshot, cfg: Config) -> pl.DataFrame:
-    follows = data.follows.filter(pl.col(s.TS).is_null() | (pl.col(s.TS) < snap.moment))
     return feat.build_features(
-        snap.candidates, snap.contributions, snap.feedback, data.tracks, follows,
-        moment=snap.moment, cfg=cfg.candidates,
+        snap.candidates, snap.contributions, snap.feedback, data.tracks,
+        follows_before(data.follows, snap.moment), moment=snap.moment, cfg=cfg.candidates,
     )
 
 
+def explain_lists(
+    recs: pl.DataFrame, snap: Snapshot, cfg: Config
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The "because you liked" seeds of each recommendation (from its similarity
+    contributions, or for a walk, from the visits of its walk paths) and the top walk paths
+    into every recommendation that the walks proposed."""
+    walked = recs.filter(pl.col(cand.SOURCES_COLUMN).list.contains(cand.WALK))
+    paths_cfg = cfg.walks.model_copy(
+        update={"paths_per_track": max(cfg.walks.paths_per_track, SHARE_PATHS)}
+    )
+    paths = walks.walk_reasons(snap.graph, snap.seeds, walked.select(s.USER_ID, s.TRACK_ID),
+                               paths_cfg)
+    reasons = pl.concat([
+        explain.seed_reasons(recs, snap.contributions, cfg.recommend),
+        explain.walk_seed_reasons(recs, paths, cfg.recommend),
+    ])
+    return reasons.sort(s.USER_ID, s.TRACK_ID), explain.top_paths(paths, cfg.walks.paths_per_track)
+
+
 def candidate_order(frame: pl.DataFrame) -> pl.Series:
-    """The plain candidate order as a score: by similarity sum, then by the fallbacks' scores."""
-    keys = [feat.SIM_SUM, cand.score_column(cand.POPULAR_IN_GENRE), cand.score_column(cand.POPULAR)]
+    """The plain candidate order as a score: by similarity sum, then by walk score, then by the
+    fallbacks' scores."""
+    keys = [feat.SIM_SUM, *(cand.score_column(src) for src in cand.SOURCES[1:])]
     ranked = frame.with_row_index("_i").sort(
-        [s.USER_ID, *keys, s.TRACK_ID], descending=[False, True, True, True, False]
+        [s.USER_ID, *keys, s.TRACK_ID], descending=[False, *[True] * len(keys), False]
     )
     position = ranked.with_columns(pl.int_range(pl.len()).over(s.USER_ID).alias("_p"))
     return -position.sort("_i")["_p"].cast(pl.Float64)
 
 
-def labelled_rows(data: Dataset, moment: datetime, end: datetime, cfg: Config) -> pl.DataFrame:
-    """Training rows at `moment`: candidates of users with history, labelled by [moment, end)."""
+def labelled_rows(
+    data: Dataset, moment: datetime, end: datetime, cfg: Config
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Training rows at `moment`: candidates of users with history, labelled by [moment, end);
+    and the candidate recall of that window (see `evaluate.candidate_recall`)."""
     seen = events_before(data.events, moment)[s.USER_ID].unique()
     snap = take_snapshot(data, moment, seen, cfg)
     rows = snapshot_features(data, snap, cfg)
     graded = labels(data.events, start=moment, end=end, kpi=cfg.labels.kpi, weights=cfg.feedback)
+    recall = evaluate.candidate_recall(snap.candidates, graded, snap.feedback, snap.seeds)
     rows = rows.join(graded, on=[s.USER_ID, s.TRACK_ID], how="left").with_columns(
         pl.col(LABEL).fill_null(0)
     )
-    return rows.with_columns(candidate_order(rows).alias(ORDER_SCORE))
+    return rows.with_columns(candidate_order(rows).alias(ORDER_SCORE)), recall
 
 
 def fingerprint(data: Dataset, folder: Path) -> str:
@@ -150,6 +209,7 @@ class RankerOutcome:
     ranker: TrainedRanker | None
     evaluation: pl.DataFrame
     status: str
+    recall: pl.DataFrame
 
 
 def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> RankerOutcome:
@@ -161,10 +221,10 @@ def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> 
     stacked = []
     for i in range(1, cfg.ranker.training_cuts + 1):
         cut = as_of - (i + 1) * window
-        rows = labelled_rows(data, cut, cut + window, cfg)
+        rows, _ = labelled_rows(data, cut, cut + window, cfg)
         stacked.append(rows.with_columns(pl.lit(i, dtype=pl.Int32).alias(CUT)))
     train_rows = pl.concat(stacked)
-    valid_rows = labelled_rows(data, valid_cut, as_of, cfg)
+    valid_rows, recall = labelled_rows(data, valid_cut, as_of, cfg)
     stage("training rows", started, train_rows=train_rows.height, validation_rows=valid_rows.height)
 
     started = time.perf_counter()
@@ -186,10 +246,15 @@ def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> 
     if evaluation:
         log.info("ranker: ndcg@10 %.4f against candidate order %.4f over %s users",
                  evaluation[0]["value"], evaluation[1]["value"], evaluation[0]["users"])
+    for row in recall.iter_rows(named=True):
+        log.info("candidate recall (%s): %s of %s later positives of %s users",
+                 row["sources"], f"{row['found']:,}", f"{row['positives']:,}", row["users"])
     frame = pl.DataFrame(evaluation, schema={"window_start": s.UTC_DATETIME, "order": pl.String,
                                              "metric": pl.String, "value": pl.Float64,
                                              "users": pl.Int64})
-    return RankerOutcome(final, frame, status)
+    recall = recall.select(pl.lit(valid_cut, dtype=s.UTC_DATETIME).alias("window_start"),
+                           pl.all())
+    return RankerOutcome(final, frame, status, recall)
 
 
 def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Config,
@@ -220,8 +285,9 @@ def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Con
     stage("bias", started, exposure_rows=exposed.height)
 
     started = time.perf_counter()
-    reasons = explain.seed_reasons(recs, snap.contributions, cfg.recommend)
+    reasons, paths = explain_lists(recs, snap, cfg)
     tables["recommendation_reasons"] = reasons
+    tables["walk_paths"] = paths
     if ranker:
         contrib = ranker.contributions(recs)
         tables["shap_values"] = explain.shap_rows(recs, contrib, ranker.features, cfg.recommend)
@@ -230,7 +296,7 @@ def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Con
     else:
         tables["shap_values"] = explain.empty_shap()
         tables["feature_importance"] = explain.empty_importance()
-    stage("explanations", started, reasons=reasons.height,
+    stage("explanations", started, reasons=reasons.height, walk_paths=paths.height,
           shap_rows=tables["shap_values"].height if ranker else 0)
 
     tables.update(
@@ -238,13 +304,21 @@ def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Con
         similar_tracks=snap.similar,
         candidates=rows.select(
             s.USER_ID, s.TRACK_ID, cand.SOURCES_COLUMN,
-            *[c for src in cand.SOURCES for c in (cand.score_column(src), cand.rank_column(src))],
+            *[_source_column(c, src) for src in cand.SOURCES
+              for c in (cand.score_column(src), cand.rank_column(src))],
             SCORE,
         ),
         recommendations=recs.select(s.USER_ID, explain.RANK, s.TRACK_ID, SCORE, explain.REASON_KIND),
         recommendation_features=recs.select(s.USER_ID, s.TRACK_ID, *feat.FEATURES),
     )
     return tables
+
+
+def _source_column(column: str, source: str) -> pl.Expr:
+    """A source's score or rank, null where the source did not propose the candidate (the
+    features fill some with 0)."""
+    proposed = pl.col(cand.SOURCES_COLUMN).list.contains(source)
+    return pl.when(proposed).then(pl.col(column)).alias(column)
 
 
 def catalogue_tables(data: Dataset, fb: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -305,6 +379,7 @@ def run_batch(
             schema={"name": pl.String, "format": pl.String, "content": pl.String},
         )
         tables["ranker_evaluation"] = outcome.evaluation
+        tables["candidate_recall"] = outcome.recall
         summary = _summary(entry, data, tables, outcome, as_of, cfg)
         for name, frame in tables.items():
             if name != "expected_value":

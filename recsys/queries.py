@@ -155,6 +155,53 @@ def reasons(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
     return read(con, sql, user_id=user_id)
 
 
+def candidate_sources(
+    con: duckdb.DuckDBPyConnection, user_id: str, track_id: str
+) -> pl.DataFrame:
+    """source, score, rank: each candidate source that proposed one recommendation, with its
+    score and rank in that source's list for the user; best rank first."""
+    sql = """
+        SELECT * FROM (
+            SELECT 'similar' AS source, similar_score AS score, similar_rank AS rank
+            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
+            UNION ALL
+            SELECT 'walk', walk_score, walk_rank
+            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
+            UNION ALL
+            SELECT 'popular_in_genre', popular_in_genre_score, popular_in_genre_rank
+            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
+            UNION ALL
+            SELECT 'popular', popular_score, popular_rank
+            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
+        ) WHERE score IS NOT NULL
+        ORDER BY rank, source
+    """
+    return read(con, sql, user_id=user_id, track_id=track_id)
+
+
+def walk_paths_for(
+    con: duckdb.DuckDBPyConnection, user_id: str, track_id: str
+) -> pl.DataFrame:
+    """The top walk paths into one recommendation: seed_track_id, seed_title, via_track_id,
+    via_title, listener_id, listener_name, followed_id, path_visits, path_rank."""
+    if not has_table(con, "walk_paths"):
+        return pl.DataFrame(schema={c: pl.String for c in (
+            "seed_track_id", "seed_title", "via_track_id", "via_title", "listener_id",
+            "listener_name", "followed_id")} | {"path_visits": pl.Int64, "path_rank": pl.Int64})
+    sql = """
+        SELECT p.seed_track_id, st.title AS seed_title, p.via_track_id, vt.title AS via_title,
+               p.listener_id, u.name AS listener_name, p.followed_id, p.path_visits,
+               p.path_rank
+        FROM walk_paths p
+        LEFT JOIN tracks st ON st.track_id = p.seed_track_id
+        LEFT JOIN tracks vt ON vt.track_id = p.via_track_id
+        LEFT JOIN users u ON u.user_id = p.listener_id
+        WHERE p.user_id = $user_id AND p.track_id = $track_id
+        ORDER BY p.path_rank
+    """
+    return read(con, sql, user_id=user_id, track_id=track_id)
+
+
 def shap_for(con: duckdb.DuckDBPyConnection, user_id: str, track_id: str) -> pl.DataFrame:
     """feature, value (its SHAP contribution) and feature_value (the input the ranker saw) for
     one recommendation: largest |value| first, the "(other features)" remainder last.

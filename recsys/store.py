@@ -3,10 +3,12 @@
     DIR/runs/<run_id>.duckdb   one file per run, written under a temporary name, checkpointed,
                                closed and renamed into place when complete
     DIR/current.duckdb         a symbolic link to the current run, replaced atomically
-    DIR/registry.json          every run: id, as_of, config, input fingerprint, status, timings
+    DIR/registry.json          every run: id, as_of, config, input fingerprint, status, timings,
+                               and the id of the current run
 
 A reader never sees half a run: the run file is renamed into place only when complete, and the
-link is swapped in one step. A failed or killed run leaves the current run untouched.
+link is swapped in one step. A failed or killed run leaves the current run untouched; a killed
+one is marked failed, and its temporary files removed, when the next run registers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +37,12 @@ REGISTRY = "registry.json"
 TMP_SUFFIX = ".duckdb.tmp"
 ENV_STORE = "RECSYS_STORE"
 DEFAULT_STORE = "store"
+RUNNING = "running"
+FAILED = "failed"
+KILLED = "the process ended without finishing (killed?)"
+# /proc/<pid>/stat gives a process's start in clock ticks after boot, and boot is given to the
+# second: a process that started this much later than its run did is another one.
+START_SLACK_SECONDS = 2.0
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -71,14 +80,108 @@ def _write_registry(store: Path, registry: dict) -> None:
 
 
 def record_run(store: str | Path, entry: dict) -> None:
-    """Add or update one run's entry (matched by id) in the registry."""
+    """Add or update one run's entry (matched by id) in the registry.
+
+    A new run registering first reaps the dead ones (see `reap_dead_runs`). A running entry is
+    stamped with this machine's name, since its pid means something only here.
+    """
     store = Path(store)
+    if entry.get("status") == RUNNING:
+        entry.setdefault("host", socket.gethostname())
     with _registry_lock(store):
         registry = read_registry(store)
+        if all(r["id"] != entry["id"] for r in registry["runs"]):
+            _reap(store, registry)
         runs = [r for r in registry["runs"] if r["id"] != entry["id"]]
         runs.append(entry)
         registry["runs"] = sorted(runs, key=lambda r: r["id"])
         _write_registry(store, registry)
+
+
+def reap_dead_runs(store: str | Path) -> list[str]:
+    """Mark each `running` entry whose process has ended as failed and remove its temporary
+    files; return their ids. A run of a live process, or of another machine, is left alone."""
+    store = Path(store)
+    if not (store / REGISTRY).exists():
+        return []
+    with _registry_lock(store):
+        registry = read_registry(store)
+        reaped = _reap(store, registry)
+        if reaped:
+            _write_registry(store, registry)
+    return reaped
+
+
+def _reap(store: Path, registry: dict) -> list[str]:
+    reaped = []
+    for entry in registry["runs"]:
+        if entry.get("status") == RUNNING and process_ended(entry):
+            entry.update(status=FAILED, error=KILLED)
+            for suffix in (TMP_SUFFIX, f"{TMP_SUFFIX}.wal"):
+                (store / RUNS_DIR / f".{entry['id']}{suffix}").unlink(missing_ok=True)
+            reaped.append(entry["id"])
+    if reaped:
+        log.info("marked %s failed: their processes ended without finishing", ", ".join(reaped))
+    return reaped
+
+
+def process_ended(entry: dict) -> bool:
+    """Whether the process of a running entry is known to be gone: no process has its pid on
+    this machine, or the one that has it started after the run (the pid was reused). Unknown
+    (no pid, another machine) counts as alive."""
+    pid, here = entry.get("pid"), socket.gethostname()
+    if not isinstance(pid, int) or pid <= 0 or entry.get("host", here) != here:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, under another user
+    started = _process_start(pid)
+    run_start = entry.get("started_at")
+    if started is None or not run_start:
+        return False
+    return started > datetime.fromisoformat(run_start).timestamp() + START_SLACK_SECONDS
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (Unix time), from /proc; None where /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration):
+        return None
+    # The command name (field 2) may hold spaces; the start time is field 22 overall.
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def list_runs(store: str | Path) -> list[dict]:
+    """The registry's runs, newest first, each with `current` (bool) and `seconds` (None
+    until it finished); a running entry whose process ended shows as failed."""
+    store = Path(store)
+    current = current_run_id(store)
+    rows = []
+    for entry in sorted(read_registry(store)["runs"], key=lambda r: r["id"], reverse=True):
+        status, error = entry.get("status"), entry.get("error")
+        if status == RUNNING and process_ended(entry):
+            status, error = FAILED, KILLED
+        rows.append({
+            "id": entry["id"], "status": status, "as_of": entry.get("as_of"),
+            "started_at": entry.get("started_at"), "seconds": _seconds(entry),
+            "recommendations": (entry.get("counts") or {}).get("recommendations"),
+            "current": entry["id"] == current, "error": error,
+        })
+    return rows
+
+
+def _seconds(entry: dict) -> float | None:
+    if not entry.get("started_at") or not entry.get("finished_at"):
+        return None
+    finished, started = (datetime.fromisoformat(entry[k]) for k in ("finished_at", "started_at"))
+    return round((finished - started).total_seconds(), 1)
 
 
 class RunWriter:
@@ -116,13 +219,15 @@ class RunWriter:
         final = run_path(self.store, self.run_id)
         os.replace(self.tmp_path, final)
         _point_current(self.store, final)
+        _set_current(self.store, self.run_id)
         log.debug("published %s", final)
         return final
 
     def abandon(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(duckdb.Error):
             self.con.close()
         self.tmp_path.unlink(missing_ok=True)
+        self.tmp_path.with_name(f"{self.tmp_path.name}.wal").unlink(missing_ok=True)
 
 
 def _point_current(store: Path, final: Path) -> None:
@@ -131,6 +236,14 @@ def _point_current(store: Path, final: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(Path(RUNS_DIR) / final.name)
     os.replace(tmp, link)
+
+
+def _set_current(store: Path, run_id: str) -> None:
+    """Name `run_id` as current in the registry, as current.duckdb now points at it."""
+    with _registry_lock(store):
+        registry = read_registry(store)
+        registry["current"] = run_id
+        _write_registry(store, registry)
 
 
 def current_run_id(store: str | Path) -> str | None:

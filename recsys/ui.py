@@ -64,6 +64,8 @@ IN_PROGRESS = (
 )
 
 MARGIN = {"l": 10, "r": 10, "t": 10, "b": 10}
+PATH_WORDS = {"seed": "your track {}", "via": "via track {}", "listener": "listener {}",
+              "target": "this recommendation"}
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,14 @@ def user_labels(users: pl.DataFrame) -> dict[str, str]:
 
 
 def reason_text(recommendations: pl.DataFrame) -> pl.DataFrame:
-    """Add `reason`: "because you liked ..." for a similar track, the fallback in words."""
+    """Add `reason`: "because you liked ..." for a similar track, "people who played ... also
+    played this" for a walk, the fallback in words."""
     words = pl.col("reason_kind").replace_strict(REASON_WORDS, default=None)
+    walked = pl.when(pl.col("reason_kind") == "walk").then(
+        pl.lit("People who played ") + pl.col("because") + pl.lit(" also played this")
+    )
     liked = pl.lit("Because you liked ") + pl.col("because")
-    reason = pl.coalesce(words, liked, pl.lit("Similar to tracks in your history"))
+    reason = pl.coalesce(words, walked, liked, pl.lit("Similar to tracks in your history"))
     return recommendations.with_columns(reason.alias("reason"))
 
 
@@ -177,6 +183,61 @@ def shap_waterfall(shap: pl.DataFrame, expected: float) -> go.Figure:
 def _feature_label(row: dict) -> str:
     value = row.get("feature_value")
     return row["feature"] if value is None else f"{row['feature']} = {value:.3g}"
+
+
+def walk_path_chart(paths: pl.DataFrame) -> go.Figure:
+    """The top walk paths into a recommendation as a flow of visits: the user's seed track,
+    the track the last hop left (where it is not the seed), the listener who played both,
+    the recommendation. Nodes are numbered, not named: plotly renders some markup in labels,
+    so the titles and names go in `walk_path_table` beside the chart."""
+    nodes: dict[tuple[str, str], int] = {}
+    labels: list[str] = []
+
+    def node(column: str, key: str) -> int:
+        if (column, key) not in nodes:
+            count = sum(c == column for c, _ in nodes) + 1
+            nodes[(column, key)] = len(labels)
+            labels.append(PATH_WORDS[column].format(count))
+        return nodes[(column, key)]
+
+    sources, targets, values = [], [], []
+    end = node("target", "")
+    for row in paths.iter_rows(named=True):
+        hops = [node("seed", row["seed_track_id"])]
+        if row["via_track_id"] != row["seed_track_id"]:
+            hops.append(node("via", row["via_track_id"]))
+        hops += [node("listener", row["listener_id"]), end]
+        for a, b in zip(hops, hops[1:]):
+            sources.append(a)
+            targets.append(b)
+            values.append(row["path_visits"])
+    figure = go.Figure(go.Sankey(
+        node={"label": labels, "pad": 18},
+        link={"source": sources, "target": targets, "value": values,
+              "hovertemplate": "%{value} visits<extra></extra>"},
+    ))
+    figure.update_layout(height=120 + 60 * max(1, paths.height), margin=MARGIN)
+    return figure
+
+
+def walk_path_table(paths: pl.DataFrame) -> pl.DataFrame:
+    """The paths of `walk_path_chart` as text, with the chart's node numbers."""
+    seen: dict[str, dict[str, int]] = {"seed": {}, "via": {}, "listener": {}}
+    rows = []
+    for row in paths.iter_rows(named=True):
+        seed = seen["seed"].setdefault(row["seed_track_id"], len(seen["seed"]) + 1)
+        via = None
+        if row["via_track_id"] != row["seed_track_id"]:
+            via = seen["via"].setdefault(row["via_track_id"], len(seen["via"]) + 1)
+        listener = seen["listener"].setdefault(row["listener_id"], len(seen["listener"]) + 1)
+        rows.append({
+            "your track": f"{seed}. {row['seed_title'] or row['seed_track_id']}",
+            "via track": f"{via}. {row['via_title'] or row['via_track_id']}" if via else "",
+            "listener": f"{listener}. {row['listener_name'] or row['listener_id']}",
+            "visits": row["path_visits"],
+        })
+    return pl.DataFrame(rows, schema={"your track": pl.String, "via track": pl.String,
+                                      "listener": pl.String, "visits": pl.Int64})
 
 
 def lorenz_chart(curve: pl.DataFrame) -> go.Figure:

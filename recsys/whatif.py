@@ -31,7 +31,7 @@ from recsys import bias, queries, schema as s
 from recsys.config import Config
 from recsys.errors import RunError
 from recsys.io.dataset import Dataset, read_table
-from recsys.pipeline import Snapshot, candidate_order, snapshot_features
+from recsys.pipeline import build_snapshot, candidate_order, explain_lists, snapshot_features
 from recsys.stages import candidates as cand
 from recsys.stages import explain
 from recsys.stages.curation import apply_rules
@@ -156,10 +156,8 @@ def rank_lists(
     """The lists of `users` as the batch serves them from `feedback` (default: the run's) and
     `similar`: candidates, features, the run's model, `cfg`'s curation rules, the top N."""
     feedback = stored.feedback if feedback is None else feedback
-    found, contributions = cand.generate_candidates(
-        users, feedback, similar, stored.tracks, cfg.candidates
-    )
-    snap = Snapshot(stored.as_of, feedback, similar, found, contributions)
+    snap = build_snapshot(stored.as_of, users, feedback, similar, stored.tracks, stored.follows,
+                          cfg)
     data = Dataset(events=s.empty_frame(s.EVENTS), tracks=stored.tracks,
                    users=s.empty_frame(s.USERS), follows=stored.follows)
     rows = snapshot_features(data, snap, cfg)
@@ -167,7 +165,7 @@ def rank_lists(
 
     allowed, effects = apply_rules(rows, stored.tracks, cfg.curation, n=cfg.recommend.n)
     recs = explain.top_n(allowed, cfg.recommend.n).with_columns(explain.reason_kind())
-    reasons = explain.seed_reasons(recs, contributions, cfg.recommend)
+    reasons, _ = explain_lists(recs, snap, cfg)
     return Lists(recs.select(LIST_COLUMNS), reasons, effects)
 
 

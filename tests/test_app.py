@@ -181,11 +181,46 @@ def test_inspector_shows_a_users_first_recommendation_and_its_shap(sample_store,
     assert waterfall_end(at) == pytest.approx(score, abs=1e-6)
 
 
+def test_inspector_shows_the_sources_and_walk_paths_of_a_walk_recommendation(
+    sample_store, monkeypatch
+):
+    with run_file(sample_store) as con:
+        user_id, track_id, walk_rank, proposed = con.sql("""
+            SELECT r.user_id, r.track_id, c.walk_rank, c.sources FROM recommendations r
+            JOIN candidates c USING (user_id, track_id)
+            WHERE r.reason_kind = 'walk' ORDER BY r.user_id, r.rank LIMIT 1
+        """).fetchall()[0]
+        paths = con.sql("""
+            SELECT t.title, p.path_visits FROM walk_paths p
+            JOIN tracks t ON t.track_id = p.seed_track_id
+            WHERE p.user_id = $u AND p.track_id = $t ORDER BY p.path_rank
+        """, params={"u": user_id, "t": track_id}).fetchall()
+
+    at = open_page(sample_store, monkeypatch, INSPECTOR, user=user_id)
+    [chosen] = [box for box in at.selectbox if box.label == "Recommendation"]
+    chosen.set_value(track_id).run()
+    assert not at.exception
+
+    sources = table_with(at, "source")
+    assert sorted(sources["source"]) == sorted(proposed)
+    assert "similar" not in proposed  # a walk reason: similarity did not propose it
+    assert sources.set_index("source").loc["walk", "rank"] == walk_rank
+    shown = table_with(at, "listener")
+    assert [v for v in shown["visits"]] == [visits for _, visits in paths]
+    assert [cell.split(". ", 1)[1] for cell in shown["your track"]] == [t for t, _ in paths]
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    [sankey] = [t for chart in charts for t in chart["data"] if t["type"] == "sankey"]
+    # Each path flows into the recommendation once, with its visits.
+    end = sankey["node"]["label"].index("this recommendation")
+    into_end = [v for v, b in zip(sankey["link"]["value"], sankey["link"]["target"]) if b == end]
+    assert sorted(into_end) == sorted(visits for _, visits in paths)
+
+
 def test_inspector_opens_the_user_of_a_link_and_words_a_fallback(sample_store, monkeypatch):
     with run_file(sample_store) as con:
         fallback = con.sql("""
             SELECT user_id, track_id, reason_kind FROM recommendations
-            WHERE reason_kind <> 'similar' ORDER BY user_id, rank LIMIT 1
+            WHERE reason_kind IN ('popular_in_genre', 'popular') ORDER BY user_id, rank LIMIT 1
         """).fetchall()[0]
         any_user = con.sql("SELECT min(user_id) FROM recommendations").fetchall()[0][0]
     user_id = fallback[0] if fallback else any_user

@@ -46,16 +46,34 @@ def check_run(store, n: int) -> None:
            OR r.user_id NOT IN (SELECT user_id FROM users)""")
     assert unknown["n"][0] == 0
 
-    # Every recommendation has a reason; a similar one names seeds from the user's history.
+    # Every recommendation has a reason; a similar or walk one names seeds from the user's
+    # history.
     recs = _read(store, "SELECT * FROM recommendations")
-    assert set(recs["reason_kind"].unique()) <= {"similar", "popular_in_genre", "popular"}
+    assert set(recs["reason_kind"].unique()) <= {"similar", "walk", "popular_in_genre", "popular"}
     orphan = _read(store, """
         SELECT count(*) AS n FROM recommendations r
-        WHERE r.reason_kind = 'similar' AND NOT EXISTS (
+        WHERE r.reason_kind IN ('similar', 'walk') AND NOT EXISTS (
             SELECT 1 FROM recommendation_reasons x
             JOIN feedback f ON f.user_id = x.user_id AND f.track_id = x.seed_track_id
             WHERE x.user_id = r.user_id AND x.track_id = r.track_id AND f.positive)""")
     assert orphan["n"][0] == 0
+
+    # A walk path follows real edges: the user liked its seed, and its listener played both
+    # the track the hop left and the recommendation. Every walk recommendation has paths.
+    broken = _read(store, """
+        SELECT count(*) AS n FROM walk_paths p
+        WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE f.positive
+                          AND f.user_id = p.user_id AND f.track_id = p.seed_track_id)
+           OR NOT EXISTS (SELECT 1 FROM feedback f WHERE f.positive
+                          AND f.user_id = p.listener_id AND f.track_id = p.via_track_id)
+           OR NOT EXISTS (SELECT 1 FROM feedback f WHERE f.positive
+                          AND f.user_id = p.listener_id AND f.track_id = p.track_id)""")
+    assert broken["n"][0] == 0
+    pathless = _read(store, """
+        SELECT count(*) AS n FROM recommendations r
+        WHERE r.reason_kind = 'walk' AND NOT EXISTS (
+            SELECT 1 FROM walk_paths p WHERE p.user_id = r.user_id AND p.track_id = r.track_id)""")
+    assert pathless["n"][0] == 0
 
     # SHAP: the expected value plus the stored values is the raw score, for every row.
     additivity = _read(store, """

@@ -243,3 +243,40 @@ def test_negative_sampling_keeps_positives_and_ignores_row_order():
     shuffled = sample_negatives(rows.sample(fraction=1.0, shuffle=True, seed=1), 5, seed=0)
     keys = ["user_id", "track_id"]
     assert kept.sort(keys).equals(shuffled.sort(keys))
+
+
+def test_walk_reasons_share_the_visits_of_the_recorded_paths_between_seeds():
+    recs = pl.DataFrame({"user_id": ["u", "u"], "track_id": ["x", "y"],
+                         "reason_kind": ["walk", "similar"]})
+    paths = pl.DataFrame({
+        "user_id": ["u"] * 4, "track_id": ["x", "x", "x", "y"],
+        "seed_track_id": ["a", "b", "a", "a"],
+        "path_visits": [3, 2, 3, 9],
+    })
+    shares = explain.walk_seed_reasons(recs, paths, RecommendConfig(seeds_per_reason=3))
+    # x: seed a has 3 + 3 of the 8 visits, b has 2; y is a similar recommendation.
+    assert shares.rows() == [("u", "x", "a", 0.75), ("u", "x", "b", 0.25)]
+
+
+def test_candidate_recall_counts_unheard_positives_of_seeded_users_per_source():
+    from recsys.evaluate import candidate_recall
+
+    candidates = pl.DataFrame({
+        "user_id": ["u", "u", "u", "v"],
+        "track_id": ["a", "b", "c", "a"],
+        "sources": [["similar"], ["walk"], ["similar", "walk"], ["popular"]],
+    })
+    graded = pl.DataFrame({
+        "user_id": ["u", "u", "u", "u", "u", "v", "w"],
+        "track_id": ["a", "b", "c", "d", "h", "a", "a"],
+        "label": [1, 1, 0, 2, 1, 1, 1],
+    })
+    heard = pl.DataFrame({"user_id": ["u"], "track_id": ["h"]})
+    seeds = pl.DataFrame({"user_id": ["u", "v"], "track_id": ["h", "z"]})
+    recall = {row["sources"]: row for row in
+              candidate_recall(candidates, graded, heard, seeds).iter_rows(named=True)}
+    # Positives: u's a, b, d (c is graded 0, h was heard); v's a; w has no seeds.
+    assert {k: (r["found"], r["positives"], r["users"]) for k, r in recall.items()} == {
+        "similar": (1, 4, 2), "walk": (1, 4, 2), "similar+walk": (2, 4, 2), "all": (3, 4, 2),
+    }
+    assert recall["all"]["recall"] == pytest.approx(0.75)

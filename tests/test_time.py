@@ -41,8 +41,8 @@ def test_features_see_nothing_at_or_after_the_cut():
     # Another future: different events after the cut, and the late user's events.
     after_b = pl.concat([_history(2, 40, 70), events([("late", "t1", "play", 50)])])
     cfg = Config()
-    rows_a = labelled_rows(_dataset(pl.concat([before, after_a])), cut, end, cfg)
-    rows_b = labelled_rows(_dataset(pl.concat([before, after_b])), cut, end, cfg)
+    rows_a, _ = labelled_rows(_dataset(pl.concat([before, after_a])), cut, end, cfg)
+    rows_b, _ = labelled_rows(_dataset(pl.concat([before, after_b])), cut, end, cfg)
 
     keys = [s.USER_ID, s.TRACK_ID]
     features_a = rows_a.select(*keys, *FEATURES).sort(keys)
@@ -56,6 +56,6 @@ def test_features_see_nothing_at_or_after_the_cut():
 def test_a_user_whose_events_are_all_after_the_cut_is_not_a_training_row():
     ev = pl.concat([_history(0, 0, 40), events([("late", "t1", "play", 50),
                                                  ("late", "t2", "like", 51)])])
-    rows = labelled_rows(_dataset(ev), day(40), day(70), Config())
+    rows, _ = labelled_rows(_dataset(ev), day(40), day(70), Config())
     assert "late" not in rows[s.USER_ID].to_list()
     assert rows[s.USER_ID].n_unique() > 3

@@ -5,6 +5,8 @@ Sources, in the order a reason prefers them:
 
 - `similar`: neighbours of the user's recent positive tracks (the seeds); the score is the sum
   of the seeds' similarities, and each seed's contribution is kept for "because you liked".
+- `walk`: the tracks that random walks from the same seeds visited most (see `walks.py`),
+  scored by their walk score; computed by the caller and passed in.
 - `popular_in_genre`: the most popular tracks of the user's top genres (known genres only),
   scored by the user's share in that genre times the track's popularity.
 - `popular`: the most popular tracks overall, for users with nothing else to go on.
@@ -24,9 +26,10 @@ from recsys.stages.similarity import NEIGHBOUR_ID, SCORE
 log = logging.getLogger(__name__)
 
 SIMILAR = "similar"
+WALK = "walk"
 POPULAR_IN_GENRE = "popular_in_genre"
 POPULAR = "popular"
-SOURCES = (SIMILAR, POPULAR_IN_GENRE, POPULAR)
+SOURCES = (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR)
 SEED_TRACK_ID = "seed_track_id"
 CONTRIBUTION = "contribution"
 POPULARITY = "popularity"
@@ -103,8 +106,13 @@ def generate_candidates(
     similar: pl.DataFrame,
     tracks: pl.DataFrame,
     cfg: CandidatesConfig,
+    *,
+    walked: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The candidates of `users` and the seed contributions of the similar ones.
+
+    `walked` holds the walk source's tracks (user_id, track_id, walk_score, walk_rank), already
+    without the tracks each user heard; None leaves the source out.
 
     Returns (candidates, contributions). Candidates hold one row per (user, track) with
     `sources` and, per source, `<source>_score` and `<source>_rank` (null where the source did
@@ -125,7 +133,16 @@ def generate_candidates(
     in_genre = _popular_in_genre(users_frame, feedback, tracks, pop, heard, cfg)
     overall = _popular(users_frame, pop, heard, cfg)
 
-    candidates = _union({SIMILAR: similar_scored, POPULAR_IN_GENRE: in_genre, POPULAR: overall})
+    if walked is None:
+        walked = pl.DataFrame(schema={s.USER_ID: pl.String, s.TRACK_ID: pl.String,
+                                      "score": pl.Float64, "rank": pl.Int64})
+    else:
+        walked = walked.join(users_frame, on=s.USER_ID, how="semi").select(
+            s.USER_ID, s.TRACK_ID, pl.col(score_column(WALK)).alias("score"),
+            pl.col(rank_column(WALK)).alias("rank"),
+        )
+    candidates = _union({SIMILAR: similar_scored, WALK: walked, POPULAR_IN_GENRE: in_genre,
+                         POPULAR: overall})
     log.debug("candidates: %s rows for %s users", candidates.height, users_frame.height)
     return candidates, contributions
 

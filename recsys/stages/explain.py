@@ -14,6 +14,7 @@ from recsys.stages.candidates import (
     SEED_TRACK_ID,
     SIMILAR,
     SOURCES_COLUMN,
+    WALK,
 )
 from recsys.stages.ranker import SCORE, TrainedRanker
 
@@ -23,8 +24,11 @@ SHARE = "share"
 FEATURE = "feature"
 VALUE = "value"
 REMAINDER = "(other features)"
-# A reason names the source that led to the track, preferring the one tied to the history.
-REASON_ORDER = (SIMILAR, POPULAR_IN_GENRE, POPULAR)
+# A reason names the source that led to the track, preferring the ones tied to the history.
+REASON_ORDER = (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR)
+PATH_VISITS, PATH_RANK = "path_visits", "path_rank"
+WALK_PATH_COLUMNS = (s.USER_ID, s.TRACK_ID, SEED_TRACK_ID, "via_track_id", "listener_id",
+                     "followed_id", PATH_VISITS, PATH_RANK)
 
 
 def top_n(scored: pl.DataFrame, n: int) -> pl.DataFrame:
@@ -50,11 +54,29 @@ def seed_reasons(
 ) -> pl.DataFrame:
     """user_id, track_id, seed_track_id, share: the history tracks that led to each `similar`
     recommendation, their share of its similarity sum, the largest `seeds_per_reason` kept."""
-    steps = contributions.join(
-        recommendations.filter(pl.col(REASON_KIND) == SIMILAR).select(s.USER_ID, s.TRACK_ID),
-        on=[s.USER_ID, s.TRACK_ID],
-        how="semi",
-    )
+    return _seed_shares(_of_kind(contributions, recommendations, SIMILAR), cfg)
+
+
+def walk_seed_reasons(
+    recommendations: pl.DataFrame, paths: pl.DataFrame, cfg: RecommendConfig
+) -> pl.DataFrame:
+    """user_id, track_id, seed_track_id, share for each `walk` recommendation: the history
+    tracks whose walks reached it, with their share of the visits of its recorded paths
+    (`paths`, as `walks.walk_reasons` gives them), the largest `seeds_per_reason` kept."""
+    per_seed = _of_kind(paths, recommendations, WALK).group_by(
+        s.USER_ID, s.TRACK_ID, SEED_TRACK_ID
+    ).agg(pl.col(PATH_VISITS).sum().cast(pl.Float64).alias(CONTRIBUTION))
+    return _seed_shares(per_seed, cfg)
+
+
+def _of_kind(steps: pl.DataFrame, recommendations: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """The rows of `steps` that lead to a recommendation whose reason is `kind`."""
+    chosen = recommendations.filter(pl.col(REASON_KIND) == kind).select(s.USER_ID, s.TRACK_ID)
+    return steps.join(chosen, on=[s.USER_ID, s.TRACK_ID], how="semi")
+
+
+def _seed_shares(steps: pl.DataFrame, cfg: RecommendConfig) -> pl.DataFrame:
+    """Each seed's share of the contributions to a (user, track), the largest kept."""
     total = pl.col(CONTRIBUTION).sum().over(s.USER_ID, s.TRACK_ID)
     return (
         steps.with_columns((pl.col(CONTRIBUTION) / total).alias(SHARE))
@@ -63,6 +85,11 @@ def seed_reasons(
         .head(cfg.seeds_per_reason)
         .select(s.USER_ID, s.TRACK_ID, SEED_TRACK_ID, SHARE)
     )
+
+
+def top_paths(paths: pl.DataFrame, per_track: int) -> pl.DataFrame:
+    """The `per_track` most travelled paths into each (user, track) of `paths`."""
+    return paths.filter(pl.col(PATH_RANK) <= per_track).select(WALK_PATH_COLUMNS)
 
 
 def shap_rows(

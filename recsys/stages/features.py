@@ -20,6 +20,7 @@ from recsys.stages.candidates import (
     POPULARITY,
     SEED_TRACK_ID,
     SIMILAR,
+    WALK,
     genre_shares,
     popularity,
     rank_column,
@@ -51,9 +52,11 @@ FEATURES = (
     GENRE_SHARE,
     FRIENDS_PLAYS,
     HISTORY_SIZE,
+    score_column(WALK),
     score_column(POPULAR_IN_GENRE),
     score_column(POPULAR),
     rank_column(SIMILAR),
+    rank_column(WALK),
     rank_column(POPULAR_IN_GENRE),
     rank_column(POPULAR),
 )
@@ -89,12 +92,12 @@ def build_features(
     frame = frame.join(history, on=s.USER_ID, how="left")
 
     zero_filled = [SIM_SUM, SIM_MAX, N_SEEDS, SEED_INTERACTIONS, POPULARITY, SAME_CREATOR,
-                   GENRE_SHARE, FRIENDS_PLAYS, HISTORY_SIZE,
+                   GENRE_SHARE, FRIENDS_PLAYS, HISTORY_SIZE, score_column(WALK),
                    score_column(POPULAR_IN_GENRE), score_column(POPULAR)]
     return frame.with_columns(
         [pl.col(c).fill_null(0).cast(pl.Float64) for c in zero_filled]
         + [pl.col(c).cast(pl.Float64) for c in (SEED_RECENCY_DAYS, TRACK_AGE_DAYS)]
-        + [pl.col(rank_column(src)).cast(pl.Float64) for src in (SIMILAR, POPULAR_IN_GENRE, POPULAR)]
+        + [pl.col(rank_column(src)).cast(pl.Float64) for src in (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR)]
     ).drop(s.GENRE)
 
 
