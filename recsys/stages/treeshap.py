@@ -41,7 +41,7 @@ class UnsupportedModel(RunError):
 class TreeShap:
     """A LightGBM model as flat arrays for the kernel: nodes of all trees in preorder."""
 
-    n_features: int
+    feature_names: tuple[str, ...]
     expected_value: float
     tree_start: np.ndarray  # the first node of each tree, and the end
     tree_points: np.ndarray  # Gauss-Legendre points each tree needs
@@ -60,6 +60,10 @@ class TreeShap:
     @property
     def trees(self) -> int:
         return len(self.tree_start) - 1
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP values of each row of `x` (rows x features): a column per feature, then the
@@ -103,7 +107,7 @@ def from_dump(dump: dict) -> TreeShap:
     tables = [_tables(tree, n, width) for tree, n in zip(trees, points)]
     log.debug("treeshap: %s trees, %s nodes, up to %s points", len(trees), starts[-1], width)
     return TreeShap(
-        n_features=dump["max_feature_idx"] + 1,
+        feature_names=tuple(dump["feature_names"]),
         expected_value=sum(_expected(tree) for tree in trees),
         tree_start=starts,
         tree_points=np.array(points, dtype=np.int64),
