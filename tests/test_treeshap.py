@@ -194,3 +194,11 @@ def test_the_model_string_of_the_store_gives_the_same_values():
     text = booster.model_to_string()
     assert np.array_equal(treeshap.from_model_string(text).contributions(x),
                           _ours(booster, x))
+
+
+def test_a_short_list_in_one_thread_gives_what_blocks_of_rows_in_threads_give():
+    x, y = _data(500, 5, seed=12, nan_share=0.1)
+    model = treeshap.from_booster(_fit(x, y))
+    together = model.contributions(x)  # blocks of rows over threads
+    one_by_one = np.vstack([model.contributions(x[k:k + 10]) for k in range(0, 500, 10)])
+    assert np.array_equal(together, one_by_one)

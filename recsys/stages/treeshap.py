@@ -74,7 +74,8 @@ class TreeShap:
                              f"{self.n_features} features")
         out = np.zeros((x.shape[0], self.n_features + 1))
         max_nodes = int(np.diff(self.tree_start).max(initial=1))
-        kernel.shap_values(
+        run = kernel.shap_values if len(x) > kernel.ROWS_PER_BLOCK else kernel.shap_values_serial
+        run(
             x, self.tree_start, self.tree_points, self.feature, self.threshold,
             self.default_left, self.missing_type, self.left, self.right, self.parent,
             self.prev, self.value, self.ratio, self.share, max_nodes, out[:, :-1],

@@ -96,30 +96,45 @@ def _explain_tree(x, start, end, nq, feature, threshold, default_left, missing_t
         out[feature[parent[node]]] += total
 
 
+@numba.njit(cache=True, nogil=True)
+def _explain_rows(x, first, last, tree_start, tree_points, feature, threshold, default_left,
+                  missing_type, left, right, parent, prev, value, ratio, share, max_nodes, out):
+    """Add every tree's SHAP values for rows first..last-1 of `x` to `out`, a tree at a time,
+    so that a tree's tables are read from the cache for all the rows."""
+    points = ratio.shape[2]
+    goes_left = np.zeros(max_nodes, dtype=np.bool_)
+    follows = np.zeros(max_nodes, dtype=np.bool_)
+    case = np.zeros(max_nodes, dtype=np.int8)
+    g = np.empty((max_nodes, points))
+    s = np.empty((max_nodes, points))
+    for tree in range(len(tree_start) - 1):
+        start, end = tree_start[tree], tree_start[tree + 1]
+        if end - start < 2:
+            continue  # a single leaf: its value is all expected value
+        for row in range(first, last):
+            _explain_tree(x[row], start, end, tree_points[tree], feature, threshold,
+                          default_left, missing_type, left, right, parent, prev, value,
+                          ratio, share, goes_left, follows, case, g, s, out[row])
+
+
 @numba.njit(cache=True, parallel=True)
 def shap_values(x, tree_start, tree_points, feature, threshold, default_left, missing_type,
                 left, right, parent, prev, value, ratio, share, max_nodes, out):
-    """Add every tree's SHAP values for each row of `x` to `out` (rows x features).
-
-    Threads take blocks of rows; each block goes through the trees one at a time, so a tree's
-    tables are read from the cache for all the rows of the block.
-    """
+    """Add every tree's SHAP values for each row of `x` to `out` (rows x features), threads
+    taking blocks of ROWS_PER_BLOCK rows."""
     n_rows = x.shape[0]
-    n_blocks = (n_rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    points = ratio.shape[2]
-    for block in numba.prange(n_blocks):
-        goes_left = np.zeros(max_nodes, dtype=np.bool_)
-        follows = np.zeros(max_nodes, dtype=np.bool_)
-        case = np.zeros(max_nodes, dtype=np.int8)
-        g = np.empty((max_nodes, points))
-        s = np.empty((max_nodes, points))
+    for block in numba.prange((n_rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
         first = block * ROWS_PER_BLOCK
-        last = min(first + ROWS_PER_BLOCK, n_rows)
-        for tree in range(len(tree_start) - 1):
-            start, end = tree_start[tree], tree_start[tree + 1]
-            if end - start < 2:
-                continue  # a single leaf: its value is all expected value
-            for row in range(first, last):
-                _explain_tree(x[row], start, end, tree_points[tree], feature, threshold,
-                              default_left, missing_type, left, right, parent, prev, value,
-                              ratio, share, goes_left, follows, case, g, s, out[row])
+        _explain_rows(x, first, min(first + ROWS_PER_BLOCK, n_rows), tree_start, tree_points,
+                      feature, threshold, default_left, missing_type, left, right, parent,
+                      prev, value, ratio, share, max_nodes, out)
+
+
+@numba.njit(cache=True, nogil=True)
+def shap_values_serial(x, tree_start, tree_points, feature, threshold, default_left,
+                       missing_type, left, right, parent, prev, value, ratio, share, max_nodes,
+                       out):
+    """`shap_values` in the calling thread: for a list or two, starting threads costs more
+    than it saves (and on a busy machine waits for a free core)."""
+    _explain_rows(x, 0, x.shape[0], tree_start, tree_points, feature, threshold, default_left,
+                  missing_type, left, right, parent, prev, value, ratio, share, max_nodes, out)
