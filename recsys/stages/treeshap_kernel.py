@@ -32,7 +32,8 @@ import numba
 import numpy as np
 
 MISSING_NONE, MISSING_ZERO, MISSING_NAN = 0, 1, 2
-ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold: |x| at most this is "zero"
+# LightGBM's kZeroThreshold, a float: under missing_type Zero, |x| up to it is missing.
+ZERO_THRESHOLD = float(np.float32(1e-35))
 ROWS_PER_BLOCK = 64  # rows that share one pass over a tree's tables while they are in cache
 
 
