@@ -74,10 +74,13 @@ if not paths.is_empty():
                "the walk reached from it), through a listener who played both, to it; widths "
                "are visits.")
 
-shap = run.read(queries.shap_for, user_id, track_id)
+shap, computed = ui.shap_for(run, user_id, track_id)
 expected = run.read(queries.expected_value)
 if shap.is_empty() or expected is None:
     st.info("No SHAP values: this run has no ranker, so the score is the candidate order.")
 else:
     st.plotly_chart(ui.shap_waterfall(shap, expected))
     st.caption(f"Score {chosen['score']:.4f} = expected value {expected:.4f} + the contributions")
+    if computed:
+        st.caption("Computed now from the stored features and model: the batch stored SHAP "
+                   "for a share of users (recommend.shap_share).")

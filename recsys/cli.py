@@ -166,7 +166,7 @@ def recommend(
     shap: Annotated[int, typer.Option(help="SHAP contributions shown per recommendation.")] = 3,
 ) -> None:
     """Print one user's recommendations with their reasons and top SHAP contributions."""
-    from recsys import queries
+    from recsys import queries, shap_on_demand
     from recsys.errors import UsageError
     from recsys.store import open_run
 
@@ -180,8 +180,15 @@ def recommend(
         table = Table(title=f"recommendations for {user}")
         for column in ("rank", "title", "score", "reason", "because you liked", "top SHAP"):
             table.add_column(column)
+        computed = None  # the user's SHAP computed now, where the batch did not store it
         for row in recs.iter_rows(named=True):
-            contributions = queries.shap_for(con, user, row["track_id"]).head(shap)
+            contributions = queries.shap_for(con, user, row["track_id"])
+            if contributions.is_empty() and base is not None:
+                if computed is None:
+                    computed = shap_on_demand.user_shap(con, user,
+                                                        shap_on_demand.load_explainer(con))
+                contributions = computed.filter(computed["track_id"] == row["track_id"])
+            contributions = contributions.head(shap)
             top = ", ".join(f"{r['feature']} {r['value']:+.3f}" for r in contributions.iter_rows(named=True))
             # Titles come from the data: Text keeps rich from reading them as markup.
             title = Text(row["title"] or row["track_id"])

@@ -124,6 +124,11 @@ class RecommendConfig(_Section):
     n: int = Field(10, ge=1, description="recommendations per user")
     seeds_per_reason: int = Field(3, ge=1, description="history tracks named per reason")
     shap_top: int = Field(6, ge=1, description="largest SHAP contributions kept per row")
+    # SHAP is computed in the batch for the lists of this share of users, chosen by a hash of
+    # `shap_seed` and the user id; the others' are computed on demand by the inspector (the
+    # features of every served recommendation are stored). 1 is every user.
+    shap_share: float = Field(1.0, ge=0, le=1)
+    shap_seed: int = Field(0, ge=0, description="seed of the users whose SHAP the batch stores")
 
 
 class GeneratorConfig(_Section):

@@ -289,10 +289,14 @@ def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Con
     tables["recommendation_reasons"] = reasons
     tables["walk_paths"] = paths
     if ranker:
-        contrib = ranker.contributions(recs)
-        tables["shap_values"] = explain.shap_rows(recs, contrib, ranker.features, cfg.recommend)
+        # SHAP for a seeded share of users; the others' are computed on demand from the stored
+        # features (recommendation_features) and model.
+        explained = explain.shap_sample(recs, cfg.recommend.shap_share, cfg.recommend.shap_seed)
+        contrib = ranker.contributions(explained)
+        tables["shap_values"] = explain.shap_rows(explained, contrib, ranker.features,
+                                                  cfg.recommend)
         tables["feature_importance"] = explain.global_importance(ranker, contrib)
-        tables["expected_value"] = pl.DataFrame({"value": [float(contrib[0, -1]) if len(contrib) else 0.0]})
+        tables["expected_value"] = pl.DataFrame({"value": [ranker.explainer.expected_value]})
     else:
         tables["shap_values"] = explain.empty_shap()
         tables["feature_importance"] = explain.empty_importance()

@@ -8,6 +8,7 @@ fitted (`shap_values`, `feature_importance`) read as empty frames when they are 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -223,6 +224,24 @@ def shap_for(con: duckdb.DuckDBPyConnection, user_id: str, track_id: str) -> pl.
         .sort(["_remainder", pl.col("value").abs()], descending=[False, True])
         .drop("_remainder")
     )
+
+
+def recommendation_features(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """track_id and the ranker's input features of each of the user's recommendations, in
+    rank order (empty for a run without them)."""
+    if not has_table(con, "recommendation_features"):
+        return pl.DataFrame(schema={s.TRACK_ID: pl.String})
+    sql = """
+        SELECT f.* EXCLUDE (user_id) FROM recommendation_features f
+        JOIN recommendations r USING (user_id, track_id)
+        WHERE f.user_id = $user_id ORDER BY r.rank
+    """
+    return read(con, sql, user_id=user_id)
+
+
+def run_config(con: duckdb.DuckDBPyConnection) -> dict:
+    """The config the run was made with, as a dict of sections (`runs.config`)."""
+    return json.loads(read(con, "SELECT config FROM runs")["config"][0])
 
 
 def expected_value(con: duckdb.DuckDBPyConnection) -> float | None:

@@ -18,8 +18,9 @@ import polars as pl
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from recsys import queries, whatif
+from recsys import queries, shap_on_demand, whatif
 from recsys.config import Config
+from recsys.stages.treeshap import TreeShap
 from recsys.stages.similarity import MEASURES
 from recsys.store import resolve_store
 
@@ -119,6 +120,29 @@ def _run_through_app() -> None:
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def shap_for(run: Run, user_id: str, track_id: str) -> tuple[pl.DataFrame, bool]:
+    """feature, value, feature_value of one recommendation (as `queries.shap_for`), and whether
+    they were computed on demand: the batch stores SHAP for a share of users only
+    (`recommend.shap_share`). Empty for a run without a ranker."""
+    stored = run.read(queries.shap_for, user_id, track_id)
+    if not stored.is_empty():
+        return stored, False
+    computed = _user_shap(run.path, user_id).filter(pl.col("track_id") == track_id)
+    return computed.drop("track_id"), not computed.is_empty()
+
+
+@st.cache_resource(max_entries=2, show_spinner="Reading the run's ranker…")
+def _explainer(path: str) -> TreeShap | None:
+    with _connect(path).cursor() as cursor:
+        return shap_on_demand.load_explainer(cursor)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _user_shap(path: str, user_id: str) -> pl.DataFrame:
+    with _connect(path).cursor() as cursor:
+        return shap_on_demand.user_shap(cursor, user_id, _explainer(path))
 
 
 def user_labels(users: pl.DataFrame) -> dict[str, str]:

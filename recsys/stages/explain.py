@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import polars as pl
 
@@ -124,8 +126,29 @@ def shap_rows(
     return frame
 
 
+def shap_sample(recommendations: pl.DataFrame, share: float, seed: int) -> pl.DataFrame:
+    """The recommendations of a seeded `share` of users: those whose blake2b hash of
+    "<seed>:<user_id>", read as a number in [0, 1), is below `share`.
+
+    A user's draw depends on nothing else, so the choice is the same whatever the other users
+    and the row order, and a larger share keeps every user of a smaller one.
+    """
+    if share >= 1:
+        return recommendations
+    users = recommendations[s.USER_ID].unique()
+    chosen = users.filter(users.map_elements(lambda u: _draw(seed, u) < share,
+                                             return_dtype=pl.Boolean))
+    return recommendations.join(chosen.to_frame(), on=s.USER_ID, how="semi")
+
+
+def _draw(seed: int, user_id: str) -> float:
+    digest = hashlib.blake2b(f"{seed}:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 def global_importance(ranker: TrainedRanker, contrib: np.ndarray) -> pl.DataFrame:
-    """feature, gain and splits (LightGBM's) and mean |SHAP| over the served rows."""
+    """feature, gain and splits (LightGBM's) and mean |SHAP| over the rows of `contrib` (the
+    served recommendations whose SHAP the batch computed)."""
     booster = ranker.booster
     mean_abs = np.abs(contrib[:, :-1]).mean(axis=0) if len(contrib) else np.zeros(len(ranker.features))
     frame = pl.DataFrame(

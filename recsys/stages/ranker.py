@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import lightgbm as lgb
 import numpy as np
@@ -18,6 +19,7 @@ import polars as pl
 
 from recsys import schema as s
 from recsys.config import RankerConfig
+from recsys.stages import treeshap
 from recsys.stages.labels import LABEL
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,15 @@ class TrainedRanker:
     def raw_scores(self, frame: pl.DataFrame) -> np.ndarray:
         return self.booster.predict(_matrix(frame, self.features), raw_score=True)
 
+    @cached_property
+    def explainer(self) -> treeshap.TreeShap:
+        """The booster's trees as our TreeSHAP reads them, parsed once."""
+        return treeshap.from_booster(self.booster)
+
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
-        """Exact TreeSHAP values (LightGBM's own), one column per feature plus the bias last."""
-        return self.booster.predict(_matrix(frame, self.features), pred_contrib=True)
+        """Exact TreeSHAP values, one column per feature plus the expected value last: LightGBM's
+        own `pred_contrib` to rounding, computed by `treeshap` several times faster."""
+        return self.explainer.contributions(_matrix(frame, self.features))
 
 
 def _matrix(frame: pl.DataFrame, features: tuple[str, ...]) -> np.ndarray:
