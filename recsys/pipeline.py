@@ -177,11 +177,16 @@ def explain_lists(
 
 
 def candidate_order(frame: pl.DataFrame) -> pl.Series:
-    """The plain candidate order as a score: by similarity sum, then by walk score, then by the
-    fallbacks' scores."""
-    keys = [feat.SIM_SUM, *(cand.score_column(src) for src in cand.SOURCES[1:])]
+    """The plain candidate order as a score: by similarity sum, then by walk score, then by ALS
+    score, then by the fallbacks' scores; a source that did not propose a candidate puts it
+    after those it did propose (an ALS score can be negative)."""
+    proposed = [
+        pl.when(pl.col(cand.rank_column(src)).is_not_null()).then(pl.col(cand.score_column(src)))
+        for src in cand.SOURCES[1:]
+    ]
+    keys = [pl.col(s.USER_ID), pl.col(feat.SIM_SUM), *proposed, pl.col(s.TRACK_ID)]
     ranked = frame.with_row_index("_i").sort(
-        [s.USER_ID, *keys, s.TRACK_ID], descending=[False, *[True] * len(keys), False]
+        keys, descending=[False, *[True] * (len(keys) - 2), False], nulls_last=True
     )
     position = ranked.with_columns(pl.int_range(pl.len()).over(s.USER_ID).alias("_p"))
     return -position.sort("_i")["_p"].cast(pl.Float64)
