@@ -227,10 +227,14 @@ def peak_memory_mb() -> float:
 
 @dataclass
 class RankerOutcome:
+    """The serving ranker, its comparison with the candidate order on the validation window,
+    and the ranker that comparison scored (`judged`, fitted without the validation window)."""
+
     ranker: TrainedRanker | None
     evaluation: pl.DataFrame
     status: str
     recall: pl.DataFrame
+    judged: TrainedRanker | None = None
 
 
 def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> RankerOutcome:
@@ -270,7 +274,7 @@ def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> 
                  row["sources"], f"{row['found']:,}", f"{row['positives']:,}", row["users"])
     recall = recall.select(pl.lit(valid_cut, dtype=s.UTC_DATETIME).alias("window_start"),
                            pl.all())
-    return RankerOutcome(final, evaluation, status, recall)
+    return RankerOutcome(final, evaluation, status, recall, judged)
 
 
 def choose_trees(windows: list[pl.DataFrame], cfg: Config) -> int | None:

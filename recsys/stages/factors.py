@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
+from implicit.recommender_base import ModelFitError
 from threadpoolctl import threadpool_limits
 
 from recsys import schema as s
@@ -43,6 +44,7 @@ SHARE = "share"
 LEAST_CONFIDENCE = 1e-6
 # implicit's top-k gives a filtered track this score when fewer than N tracks are left.
 FILTERED = float(np.finfo(np.float32).min)
+ADVICE = "raise factors.regularization or lower factors.alpha"
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,13 @@ def fit_factors(feedback: pl.DataFrame, cfg: FactorsConfig) -> Factors | None:
             factors=cfg.factors, regularization=cfg.regularization, iterations=cfg.iterations,
             random_state=cfg.seed, num_threads=cfg.num_threads,
         )
-        model.fit(matrix, show_progress=False)
+        try:
+            model.fit(matrix, show_progress=False)
+        except ModelFitError as exc:
+            raise RunError(f"factors: ALS failed ({exc}); {ADVICE}") from exc
     check_finite(model)
-    log.debug("factors: %s users x %s tracks, %s factors in %.1f s", len(users), len(tracks),
-              cfg.factors, time.perf_counter() - started)
+    log.info("factors: %s users x %s tracks, %s factors in %.1f s", f"{len(users):,}",
+             f"{len(tracks):,}", cfg.factors, time.perf_counter() - started)
     return Factors(model, users, tracks, matrix)
 
 
@@ -113,7 +118,7 @@ def check_finite(model: AlternatingLeastSquares) -> None:
         if not np.isfinite(values).all():
             bad = int((~np.isfinite(values)).any(axis=1).sum())
             raise RunError(f"factors: ALS left non-finite values in {bad:,} rows of {name}; "
-                           "raise factors.regularization or lower factors.alpha")
+                           f"{ADVICE}")
 
 
 def als_candidates(
