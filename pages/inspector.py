@@ -49,6 +49,14 @@ if recs["reason_kind"].is_in(list(ui.REASON_WORDS)).all():
 st.dataframe(recs.select("rank", "title", "creator_id", "score", "reason_kind", "reason"),
              hide_index=True)
 
+st.subheader("What the ranker changed")
+if run.read(queries.has_ledger):
+    st.dataframe(run.read(queries.ledger, user_id).select(ui.LEDGER_COLUMNS), hide_index=True,
+                 column_config=ui.LEDGER_CONFIG)
+    st.caption(ui.LEDGER_CAPTION)
+else:
+    st.info("This run has no ledger of the ranker's changes; a new run of the batch has one.")
+
 st.subheader("Why this recommendation")
 titles = {row["track_id"]: f"{row['rank']}. {row['title'] or row['track_id']}"
           for row in recs.iter_rows(named=True)}

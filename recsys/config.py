@@ -89,19 +89,55 @@ class WalksConfig(_Section):
     seed: int = Field(0, ge=0, description="seed of the random walks")
 
 
-Kpi = Literal["plays", "listening_time", "likes", "reposts"]
+class FactorsConfig(_Section):
+    """implicit's ALS on the weighted feedback: a candidate source (`als`) beside similarity
+    and walks. The confidence of a positive (user, track) pair is `alpha` times its strength
+    (`log1p` of it with `log_strength`, so that a few heavy listeners do not dominate)."""
+
+    enabled: bool = True
+    factors: int = Field(32, ge=1, description="latent factors per user and track")
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(2.0, gt=0, description="confidence per unit of (scaled) strength")
+    log_strength: bool = True
+    iterations: int = Field(15, ge=1)
+    max_tracks: int = Field(100, ge=1, description="unheard tracks kept per user, best first")
+    seed: int = Field(0, ge=0, description="seed of the initial factors")
+    # One thread by default, like the ranker: reproducible and quiet on a busy machine.
+    num_threads: int = Field(1, ge=1)
+
+
+class FeaturesConfig(_Section):
+    """Knobs of the ranker's features (see `recsys/stages/affinity.py`)."""
+
+    half_life_days: float = Field(
+        30.0, gt=0, description="age at which an interaction counts half in the affinities"
+    )
+    trend_recent_days: float = Field(7.0, gt=0, description="recent window of the trend")
+    trend_base_days: float = Field(28.0, gt=0, description="the window before it")
+
+
+Kpi = Literal["plays", "listening_time", "likes", "reposts", "likes_or_reposts", "engagement"]
 
 
 class LabelsConfig(_Section):
-    """Labels from the window after the training cut."""
+    """Labels from the window after the training cut (see `recsys/stages/labels.py`)."""
 
-    kpi: Kpi = "plays"
+    kpi: Kpi = "engagement"
     window_days: float = Field(28.0, gt=0)
+    # `engagement` grades a play 2 ("listened") when it lasts this share of the track's
+    # duration, or, for a track of unknown duration (or with the share None), this many seconds.
+    listened_share: float | None = Field(0.5, gt=0, le=1)
+    listened_seconds: float = Field(60.0, gt=0)
+
+
+RankerObjective = Literal["lambdarank", "binary"]
 
 
 class RankerConfig(_Section):
-    """The LightGBM lambdarank model."""
+    """The LightGBM ranker: lambdarank on the graded labels, or a binary classifier whose
+    positive class is a positive sum of the window's signals (skips count against)."""
 
+    objective: RankerObjective = "lambdarank"
     num_trees: int = Field(200, ge=1)
     num_leaves: int = Field(15, ge=2)
     learning_rate: float = Field(0.05, gt=0)
@@ -179,6 +215,8 @@ class Config(_Section):
     similarity: SimilarityConfig = SimilarityConfig()
     candidates: CandidatesConfig = CandidatesConfig()
     walks: WalksConfig = WalksConfig()
+    factors: FactorsConfig = FactorsConfig()
+    features: FeaturesConfig = FeaturesConfig()
     labels: LabelsConfig = LabelsConfig()
     ranker: RankerConfig = RankerConfig()
     recommend: RecommendConfig = RecommendConfig()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from recsys import schema as s
-from recsys.stages.candidates import POPULAR, POPULAR_IN_GENRE, SIMILAR, SOURCES_COLUMN, WALK
+from recsys.stages.candidates import ALS, SIMILAR, SOURCES, SOURCES_COLUMN, WALK
 from recsys.stages.labels import LABEL
 
 SOURCE_SET = "sources"
@@ -21,7 +21,8 @@ RECALL_SETS = {
     SIMILAR: (SIMILAR,),
     WALK: (WALK,),
     f"{SIMILAR}+{WALK}": (SIMILAR, WALK),
-    "all": (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR),
+    ALS: (ALS,),
+    "all": SOURCES,
 }
 
 

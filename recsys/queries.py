@@ -169,6 +169,9 @@ def candidate_sources(
             SELECT 'walk', walk_score, walk_rank
             FROM candidates WHERE user_id = $user_id AND track_id = $track_id
             UNION ALL
+            SELECT 'als', als_score, als_rank
+            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
+            UNION ALL
             SELECT 'popular_in_genre', popular_in_genre_score, popular_in_genre_rank
             FROM candidates WHERE user_id = $user_id AND track_id = $track_id
             UNION ALL
@@ -178,6 +181,49 @@ def candidate_sources(
         ORDER BY rank, source
     """
     return read(con, sql, user_id=user_id, track_id=track_id)
+
+
+LEDGER_SHAP = 3
+
+
+def has_ledger(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the run's recommendations carry their ledger (runs before it do not)."""
+    sql = """
+        SELECT count(*) AS n FROM duckdb_columns()
+        WHERE table_name = 'recommendations' AND column_name = 'rank_before'
+    """
+    return read(con, sql)["n"][0] > 0
+
+
+def ledger(
+    con: duckdb.DuckDBPyConnection, user_id: str, *, top: int = LEDGER_SHAP
+) -> pl.DataFrame:
+    """What the ranker did to one user's list: rank, track_id, title, rank_before (the rank in
+    the plain candidate order), moved (rank_before - rank: places gained), sources (the
+    candidate sources that proposed it, as text) and top_shap (its `top` largest stored SHAP
+    contributions, "feature +0.123, ..."; null without a ranker); by rank."""
+    sql = """
+        WITH ranked AS (
+            SELECT track_id, feature, value,
+                   row_number() OVER (PARTITION BY track_id
+                                      ORDER BY abs(value) DESC, feature) AS k
+            FROM shap_values
+            WHERE user_id = $user_id AND feature <> '(other features)'
+        ), top_shap AS (
+            SELECT track_id,
+                   string_agg(feature || ' ' || printf('%+.3f', value), ', ' ORDER BY k)
+                       AS top_shap
+            FROM ranked WHERE k <= $top GROUP BY track_id
+        )
+        SELECT r.rank, r.track_id, t.title, r.rank_before, r.rank_before - r.rank AS moved,
+               array_to_string(r.sources, ', ') AS sources, top_shap.top_shap
+        FROM recommendations r
+        LEFT JOIN tracks t USING (track_id)
+        LEFT JOIN top_shap USING (track_id)
+        WHERE r.user_id = $user_id
+        ORDER BY r.rank
+    """
+    return read(con, sql, user_id=user_id, top=top)
 
 
 def walk_paths_for(

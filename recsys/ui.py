@@ -56,6 +56,20 @@ EXPOSURE_COLUMNS = {
     "amplification": st.column_config.NumberColumn(format="%.2f×"),
 }
 
+LEDGER_COLUMNS = ("rank", "title", "rank_before", "moved", "sources", "top_shap")
+LEDGER_CONFIG = {
+    "rank": st.column_config.NumberColumn("rank after"),
+    "rank_before": st.column_config.NumberColumn("rank before"),
+    "moved": st.column_config.NumberColumn("places gained", format="%+d"),
+    "top_shap": st.column_config.TextColumn("largest SHAP contributions"),
+}
+LEDGER_CAPTION = (
+    "rank before: its place in the plain candidate order (by its best source score) among all "
+    "of this user's candidates; rank after: its place in the ranker's list. sources: the "
+    "candidate sources that proposed it."
+)
+ALS_WORDS = "Listeners whose taste matches yours play this"
+
 REASON_WORDS = {
     "popular_in_genre": "No history track led here: popular in your genres",
     "popular": "No history track led here: popular overall",
@@ -164,7 +178,9 @@ def reason_text(recommendations: pl.DataFrame) -> pl.DataFrame:
         pl.lit("People who played ") + pl.col("because") + pl.lit(" also played this")
     )
     liked = pl.lit("Because you liked ") + pl.col("because")
-    reason = pl.coalesce(words, walked, liked, pl.lit("Similar to tracks in your history"))
+    factored = pl.when(pl.col("reason_kind") == "als").then(pl.lit(ALS_WORDS))
+    reason = pl.coalesce(words, walked, liked, factored,
+                         pl.lit("Similar to tracks in your history"))
     return recommendations.with_columns(reason.alias("reason"))
 
 

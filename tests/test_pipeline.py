@@ -46,13 +46,14 @@ def check_run(store, n: int) -> None:
            OR r.user_id NOT IN (SELECT user_id FROM users)""")
     assert unknown["n"][0] == 0
 
-    # Every recommendation has a reason; a similar or walk one names seeds from the user's
-    # history.
+    # Every recommendation has a reason; a similar, walk or ALS one names seeds from the
+    # user's history.
     recs = _read(store, "SELECT * FROM recommendations")
-    assert set(recs["reason_kind"].unique()) <= {"similar", "walk", "popular_in_genre", "popular"}
+    kinds = {"similar", "walk", "als", "popular_in_genre", "popular"}
+    assert set(recs["reason_kind"].unique()) <= kinds
     orphan = _read(store, """
         SELECT count(*) AS n FROM recommendations r
-        WHERE r.reason_kind IN ('similar', 'walk') AND NOT EXISTS (
+        WHERE r.reason_kind IN ('similar', 'walk', 'als') AND NOT EXISTS (
             SELECT 1 FROM recommendation_reasons x
             JOIN feedback f ON f.user_id = x.user_id AND f.track_id = x.seed_track_id
             WHERE x.user_id = r.user_id AND x.track_id = r.track_id AND f.positive)""")
@@ -74,6 +75,19 @@ def check_run(store, n: int) -> None:
         WHERE r.reason_kind = 'walk' AND NOT EXISTS (
             SELECT 1 FROM walk_paths p WHERE p.user_id = r.user_id AND p.track_id = r.track_id)""")
     assert pathless["n"][0] == 0
+
+    # The ledger: each recommendation's sources are its candidate's, its reason is one of them,
+    # and its rank before the ranker is a distinct place among the user's candidates.
+    ledger = _read(store, """
+        SELECT r.user_id, r.rank_before, r.sources = c.sources AS same_sources,
+               list_contains(r.sources, r.reason_kind) AS reason_proposed,
+               count(*) OVER (PARTITION BY r.user_id, r.rank_before) AS sharing,
+               (SELECT count(*) FROM candidates x WHERE x.user_id = r.user_id) AS candidates
+        FROM recommendations r JOIN candidates c USING (user_id, track_id)""")
+    assert ledger.height == recs.height
+    assert ledger["same_sources"].all() and ledger["reason_proposed"].all()
+    assert (ledger["sharing"] == 1).all()
+    assert ((ledger["rank_before"] >= 1) & (ledger["rank_before"] <= ledger["candidates"])).all()
 
     # SHAP: the expected value plus the stored values is the raw score, for every row.
     additivity = _read(store, """

@@ -10,6 +10,7 @@ import polars as pl
 from recsys import schema as s
 from recsys.config import RecommendConfig
 from recsys.stages.candidates import (
+    ALS,
     CONTRIBUTION,
     POPULAR,
     POPULAR_IN_GENRE,
@@ -22,12 +23,16 @@ from recsys.stages.ranker import SCORE, TrainedRanker
 
 RANK = "rank"
 REASON_KIND = "reason_kind"
+# The ledger of a recommendation: the sources that proposed it and its rank in the plain
+# candidate order, before the ranker (its rank after is `rank`).
+RANK_BEFORE = "rank_before"
+LEDGER_COLUMNS = (SOURCES_COLUMN, RANK_BEFORE)
 SHARE = "share"
 FEATURE = "feature"
 VALUE = "value"
 REMAINDER = "(other features)"
 # A reason names the source that led to the track, preferring the ones tied to the history.
-REASON_ORDER = (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR)
+REASON_ORDER = (SIMILAR, WALK, ALS, POPULAR_IN_GENRE, POPULAR)
 PATH_VISITS, PATH_RANK = "path_visits", "path_rank"
 WALK_PATH_COLUMNS = (s.USER_ID, s.TRACK_ID, SEED_TRACK_ID, "via_track_id", "listener_id",
                      "followed_id", PATH_VISITS, PATH_RANK)
@@ -41,6 +46,13 @@ def top_n(scored: pl.DataFrame, n: int) -> pl.DataFrame:
         .head(n)
         .with_columns(pl.int_range(1, pl.len() + 1).over(s.USER_ID).alias(RANK))
     )
+
+
+def rank_before(order_score: str) -> pl.Expr:
+    """Each candidate's rank among its user's candidates by `order_score` (the plain candidate
+    order, a score unique within a user), from 1."""
+    return (pl.col(order_score).rank("ordinal", descending=True).over(s.USER_ID)
+            .cast(pl.Int64).alias(RANK_BEFORE))
 
 
 def reason_kind() -> pl.Expr:
@@ -71,10 +83,14 @@ def walk_seed_reasons(
     return _seed_shares(per_seed, cfg)
 
 
+def of_kind(recommendations: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """user_id, track_id of the recommendations whose reason is `kind`."""
+    return recommendations.filter(pl.col(REASON_KIND) == kind).select(s.USER_ID, s.TRACK_ID)
+
+
 def _of_kind(steps: pl.DataFrame, recommendations: pl.DataFrame, kind: str) -> pl.DataFrame:
     """The rows of `steps` that lead to a recommendation whose reason is `kind`."""
-    chosen = recommendations.filter(pl.col(REASON_KIND) == kind).select(s.USER_ID, s.TRACK_ID)
-    return steps.join(chosen, on=[s.USER_ID, s.TRACK_ID], how="semi")
+    return steps.join(of_kind(recommendations, kind), on=[s.USER_ID, s.TRACK_ID], how="semi")
 
 
 def _seed_shares(steps: pl.DataFrame, cfg: RecommendConfig) -> pl.DataFrame:

@@ -12,7 +12,9 @@ from datetime import datetime
 import polars as pl
 
 from recsys import schema as s
+from recsys.stages.affinity import AFFINITY_FEATURES, affinity_features, days_before
 from recsys.stages.candidates import (
+    ALS,
     CONTRIBUTION,
     GENRE_SHARE,
     POPULAR,
@@ -28,7 +30,7 @@ from recsys.stages.candidates import (
     seeds,
 )
 from recsys.stages.feedback import LAST_TS, PLAYS, POSITIVE
-from recsys.config import CandidatesConfig
+from recsys.config import CandidatesConfig, FeaturesConfig
 
 SIM_SUM = "sim_sum"
 SIM_MAX = "sim_max"
@@ -53,20 +55,17 @@ FEATURES = (
     FRIENDS_PLAYS,
     HISTORY_SIZE,
     score_column(WALK),
+    score_column(ALS),
     score_column(POPULAR_IN_GENRE),
     score_column(POPULAR),
     rank_column(SIMILAR),
     rank_column(WALK),
+    rank_column(ALS),
     rank_column(POPULAR_IN_GENRE),
     rank_column(POPULAR),
+    *AFFINITY_FEATURES,
 )
-
-DAY_US = 86_400 * 1_000_000
-
-
-def _days_before(moment: datetime, column: str) -> pl.Expr:
-    return (pl.lit(moment, dtype=s.UTC_DATETIME) - pl.col(column)).dt.total_microseconds() / DAY_US
-
+RANKED_SOURCES = (SIMILAR, WALK, ALS, POPULAR_IN_GENRE, POPULAR)
 
 def build_features(
     candidates: pl.DataFrame,
@@ -77,6 +76,7 @@ def build_features(
     *,
     moment: datetime,
     cfg: CandidatesConfig,
+    features: FeaturesConfig | None = None,
 ) -> pl.DataFrame:
     """Add the feature columns to `candidates` (one row per user and candidate track)."""
     frame = candidates.join(_seed_features(contributions, feedback, moment, cfg), on=[s.USER_ID, s.TRACK_ID], how="left")
@@ -90,14 +90,19 @@ def build_features(
     frame = frame.join(_friends_plays(candidates, feedback, follows), on=[s.USER_ID, s.TRACK_ID], how="left")
     history = feedback.filter(pl.col(POSITIVE)).group_by(s.USER_ID).agg(pl.len().alias(HISTORY_SIZE))
     frame = frame.join(history, on=s.USER_ID, how="left")
+    frame = frame.join(
+        affinity_features(candidates, contributions, feedback, tracks, follows, moment=moment,
+                          cfg=features or FeaturesConfig()),
+        on=[s.USER_ID, s.TRACK_ID], how="left",
+    )
 
     zero_filled = [SIM_SUM, SIM_MAX, N_SEEDS, SEED_INTERACTIONS, POPULARITY, SAME_CREATOR,
                    GENRE_SHARE, FRIENDS_PLAYS, HISTORY_SIZE, score_column(WALK),
-                   score_column(POPULAR_IN_GENRE), score_column(POPULAR)]
+                   score_column(ALS), score_column(POPULAR_IN_GENRE), score_column(POPULAR)]
     return frame.with_columns(
         [pl.col(c).fill_null(0).cast(pl.Float64) for c in zero_filled]
         + [pl.col(c).cast(pl.Float64) for c in (SEED_RECENCY_DAYS, TRACK_AGE_DAYS)]
-        + [pl.col(rank_column(src)).cast(pl.Float64) for src in (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR)]
+        + [pl.col(rank_column(src)).cast(pl.Float64) for src in RANKED_SOURCES]
     ).drop(s.GENRE)
 
 
@@ -108,13 +113,13 @@ def _seed_features(contributions, feedback, moment, cfg) -> pl.DataFrame:
         pl.col(CONTRIBUTION).sum().alias(SIM_SUM),
         pl.col(CONTRIBUTION).max().alias(SIM_MAX),
         pl.len().alias(N_SEEDS),
-        _days_before(moment, LAST_TS).min().alias(SEED_RECENCY_DAYS),
+        days_before(moment, LAST_TS).min().alias(SEED_RECENCY_DAYS),
         pl.col("interactions").sum().alias(SEED_INTERACTIONS),
     )
 
 
 def _track_features(feedback, tracks, moment) -> pl.DataFrame:
-    ages = tracks.select(s.TRACK_ID, _days_before(moment, s.CREATED_AT).alias(TRACK_AGE_DAYS))
+    ages = tracks.select(s.TRACK_ID, days_before(moment, s.CREATED_AT).alias(TRACK_AGE_DAYS))
     return ages.join(popularity(feedback), on=s.TRACK_ID, how="left")
 
 
