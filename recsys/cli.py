@@ -216,8 +216,9 @@ def follow(
     try:
         con = open_run(store, run_id)
         if queries.user(con, user).height == 0:
-            raise UsageError(f"user {user!r} is not in run {queries.current_run(con)['run_id'][0]}; "
-                             "check the id (ids are matched exactly, as strings)")
+            run = queries.current_run(con)["run_id"][0]
+            raise UsageError(f"user {user!r} is not in run {run}; check the id (ids are matched "
+                             "exactly, as strings)")
         suggestions = queries.follow_recommendations(con, user)
         follows = queries.user_follows(con, user).height
     except RecsysError as exc:
@@ -231,7 +232,8 @@ def follow(
         table.add_column(column)
     for row in suggestions.iter_rows(named=True):
         # Names and ids come from the data: Text keeps rich from reading them as markup.
-        account = Text(f"{row['name']} ({row['followee_id']})" if row["name"] else row["followee_id"])
+        account = row["followee_id"]
+        account = Text(f"{row['name']} ({account})" if row["name"] else account)
         table.add_row(str(row["rank"]), account, f"{row['score']:.4f}", Text(row["reason"]),
                       ", ".join(row["sources"]))
     console.print(table)

@@ -108,15 +108,15 @@ def follow_tables(data: Dataset, as_of: datetime, cfg: Config) -> dict[str, pl.D
         data, served, cfg)
 
     bays = _bays(protocol.als_train[s.USER_ID], protocol.train.view, data, cfg)
-    factors, bay_factors, validation = als.choose_factors(
+    global_factors, bay_factors, validation = als.choose_factors(
         protocol.als_train, protocol.als_targets, cfg.follow, protocol=protocol.name, bays=bays
     )
-    factors = bay_factors if bays is not None else factors
+    factors = bay_factors if bays is not None else global_factors
 
     train_rows = _labelled_rows(protocol.train, data, cfg, factors)
     first = mg.train_merge(train_rows, cfg.ranker)
     test_rows = _labelled_rows(protocol.test, data, cfg, factors)
-    evaluation = evaluate(protocol, test_rows, first, data, cfg, factors)
+    evaluation = evaluate(protocol, test_rows, first, data, cfg, global_factors)
     final = mg.train_merge(test_rows, cfg.ranker,
                            num_trees=first.best_iteration if first else None) or first
     log.info("follow merge: %s", f"LightGBM, {final.best_iteration} trees" if final else
@@ -204,19 +204,17 @@ def _bays(users: pl.Series, view: View, data: Dataset, cfg: Config) -> pl.DataFr
 
 
 def candidates(
-    view: View, users: pl.Series, data: Dataset, cfg: Config, factors: int, *,
-    global_als: bool = False,
+    view: View, users: pl.Series, data: Dataset, cfg: Config, factors: int
 ) -> tuple[pl.DataFrame, mg.Evidence]:
     """Every source's accounts for `users` in `view`, merged into one row per candidate with
-    the merge's features; and the evidence for the reasons. `global_als` fits one ALS model
-    even when `follow.bays` asks for one per bay."""
+    the merge's features; and the evidence for the reasons."""
     fc, moment = cfg.follow, view.moment
     by_creator = fl.creator_feedback(view.feedback, data.tracks)
     co_followed, co_followed_steps = fl.co_followed(view.follows, users, fc, moment=moment)
     co_listened, co_listened_steps = fl.co_listened(by_creator, users, view.follows, fc,
                                                     moment=moment)
     affinity = als.creator_affinity(view.feedback, data.tracks, fc)
-    bays = None if global_als else _bays(affinity[s.USER_ID], view, data, cfg)
+    bays = _bays(affinity[s.USER_ID], view, data, cfg)
     by_source = {
         fl.CO_FOLLOWED: co_followed,
         fl.PLAYED: fl.played(by_creator, users, view.follows, fc),
@@ -231,8 +229,9 @@ def candidates(
         followers=fl.follower_counts(view.follows), names=_names(data),
     )
     rows = mg.add_features(mg.union(by_source), evidence, view.feedback)
+    sizes = ", ".join(f"{name} {frame.height:,}" for name, frame in by_source.items())
     log.debug("follow candidates: %s rows for %s users (%s)", f"{rows.height:,}",
-              f"{users.n_unique():,}", ", ".join(f"{k} {v.height:,}" for k, v in by_source.items()))
+              f"{users.n_unique():,}", sizes)
     return rows, evidence
 
 
@@ -243,9 +242,10 @@ def _labelled_rows(labelled: Labelled, data: Dataset, cfg: Config, factors: int)
 
 
 def evaluate(protocol: Protocol, rows: pl.DataFrame, model, data: Dataset, cfg: Config,
-             factors: int) -> pl.DataFrame:
+             global_factors: int) -> pl.DataFrame:
     """protocol, window_start, list, metric, value, users: recall@10 and NDCG@10 of each source,
-    the merged list and (with bays) the global ALS, on the test targets."""
+    the merged list and (with bays) the global ALS with its own factor count, on the test
+    targets."""
     targets = protocol.test.targets
     lists = {src: rows.filter(pl.col(mg.rank_column(src)).is_not_null())
              .select(s.USER_ID, s.FOLLOWEE_ID, pl.col(mg.rank_column(src)).alias(RANK))
@@ -254,7 +254,8 @@ def evaluate(protocol: Protocol, rows: pl.DataFrame, model, data: Dataset, cfg: 
     if cfg.follow.bays != "none":
         view, users = protocol.test.view, targets[s.USER_ID].unique()
         affinity = als.creator_affinity(view.feedback, data.tracks, cfg.follow)
-        lists[ALS_GLOBAL] = als.als_candidates(affinity, users, view.follows, factors, cfg.follow)
+        lists[ALS_GLOBAL] = als.als_candidates(affinity, users, view.follows, global_factors,
+                                               cfg.follow)
     out = []
     for name, ranked in lists.items():
         scored = ranking_metrics(ranked, targets, k=K)

@@ -456,9 +456,9 @@ def follow_evaluation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """protocol, window_start, list, metric, value, users: each source, the merged list and the
     baseline against the follows of the evaluation."""
     if not has_table(con, "follow_evaluation"):
-        return pl.DataFrame(schema={"protocol": pl.String, "window_start": pl.Datetime("us", "UTC"),
-                                    "list": pl.String, "metric": pl.String, "value": pl.Float64,
-                                    "users": pl.Int64})
+        return pl.DataFrame(schema={"protocol": pl.String,
+                                    "window_start": pl.Datetime("us", "UTC"), "list": pl.String,
+                                    "metric": pl.String, "value": pl.Float64, "users": pl.Int64})
     return _utc(read(con, "SELECT * FROM follow_evaluation ORDER BY metric, list"))
 
 

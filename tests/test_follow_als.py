@@ -164,3 +164,31 @@ def test_a_bay_model_only_knows_its_own_users_creators():
     assert ours.height > 0
     assert ours.filter(odd & (number < 20)).height == 0
     assert ours.filter(~odd & (number >= 20)).height == 0
+
+
+def test_bays_are_compared_with_the_global_model(tmp_path):
+    from recsys.follow_batch import follow_tables
+    from recsys.io.dataset import read_dataset
+    from recsys.io.generate import generate
+    from recsys.pipeline import default_as_of
+
+    generate(tmp_path / "data", users=300, tracks=400, seed=4, config=Config().generator)
+    data = read_dataset(tmp_path / "data")
+    as_of = default_as_of(data.events)
+    settings = {"factor_choices": [4, 8], "min_bay_users": 20}
+    plain = follow_tables(data, as_of, Config.model_validate({"follow": settings}))
+    bays = follow_tables(data, as_of, Config.model_validate(
+        {"follow": settings | {"bays": "genre"}}))
+
+    validation = bays["follow_als_validation"]
+    assert sorted(validation.select("model", "factors").rows()) == [
+        ("bays", 4), ("bays", 8), ("global", 4), ("global", 8)]
+    assert validation.filter(pl.col("chosen"))["model"].sort().to_list() == ["bays", "global"]
+    # The global rows are the plain run's; its ALS is the bays run's "als_global".
+    assert validation.filter(pl.col("model") == "global").to_dicts() == plain[
+        "follow_als_validation"].to_dicts()
+    evaluated = {name: frame.filter(pl.col("list") == name).select("metric", "value", "users")
+                 .sort("metric") for name, frame in (("als", plain["follow_evaluation"]),
+                                                     ("als_global", bays["follow_evaluation"]))}
+    assert evaluated["als_global"].to_dicts() == evaluated["als"].to_dicts()
+    assert evaluated["als"]["users"][0] > 0

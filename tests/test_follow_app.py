@@ -156,9 +156,9 @@ def test_the_follow_page_shows_follows_suggestions_and_sources(sample_store, mon
     recs = read(sample_store, """SELECT followee_id, reason FROM follow_recommendations
                                  WHERE user_id = $u ORDER BY rank""", u=user_id)
     second = recs.row(1, named=True)
-    sources = read(sample_store, """SELECT source, rank FROM follow_sources
-                                    WHERE user_id = $u AND followee_id = $f ORDER BY rank, source""",
-                   u=user_id, f=second["followee_id"])
+    sources = read(sample_store, """
+        SELECT source, rank FROM follow_sources WHERE user_id = $u AND followee_id = $f
+        ORDER BY rank, source""", u=user_id, f=second["followee_id"])
 
     at = open_page(sample_store, monkeypatch, FOLLOW, user=user_id)
     assert at.title[0].value == "Who to follow"
@@ -186,6 +186,7 @@ def _odd_store_with_follows(root) -> tuple:
     pairs = [(a, b) for i, a in enumerate(people) for b in people[i + 1:i + 6]]
     pairs += [(b, ODD_USER) for b in people[1:8]]
     edges = pl.DataFrame(pairs, schema=[s.FOLLOWER_ID, s.FOLLOWEE_ID], orient="row")
+    edges = edges.with_columns(pl.lit(None, s.UTC_DATETIME).alias(s.TS))
     write_dataset({"events": data.events, "tracks": data.tracks, "users": data.users,
                    "follows": edges}, root / "data")
     run_batch(root / "data", root / "store", cfg=Config())

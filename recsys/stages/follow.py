@@ -119,7 +119,8 @@ def similar_accounts(
     frame = pairs.with_columns(pl.lit(True).alias(POSITIVE))
     matrix, _, accounts = positive_matrix(frame, cfg.similarity, moment=moment)
     if matrix.nnz == 0:
-        return pl.DataFrame(schema={VIA_ID: pl.String, s.FOLLOWEE_ID: pl.String, SCORE: pl.Float64})
+        return pl.DataFrame(schema={VIA_ID: pl.String, s.FOLLOWEE_ID: pl.String,
+                                    SCORE: pl.Float64})
     src, dst, score, _ = neighbours(matrix, cfg.similarity)
     return pl.DataFrame({
         VIA_ID: accounts.to_ids(src),

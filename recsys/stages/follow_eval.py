@@ -43,6 +43,7 @@ def ranking_metrics(ranked: pl.DataFrame, targets: pl.DataFrame, *, k: int = 10)
         targets.group_by(s.USER_ID).agg(pl.len().alias("wanted"))
         .join(hits, on=s.USER_ID, how="left")
         .with_columns(pl.col("hits", "dcg").fill_null(0))
+        .sort(s.USER_ID)  # a fixed order of the sums: the same figures on every run
     )
     wanted = per_user["wanted"].to_numpy()
     # The ideal list's DCG: hits at ranks 1..min(k, targets).
