@@ -225,7 +225,7 @@ def candidates(
     }
     evidence = mg.Evidence(
         follows=view.follows, by_creator=by_creator,
-        contributions={fl.CO_FOLLOWED: co_followed_steps, fl.CO_LISTENED: co_listened_steps},
+        expansions={fl.CO_FOLLOWED: co_followed_steps, fl.CO_LISTENED: co_listened_steps},
         followers=fl.follower_counts(view.follows), names=_names(data),
     )
     rows = mg.add_features(mg.union(by_source), evidence, view.feedback)

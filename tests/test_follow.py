@@ -46,10 +46,14 @@ def evidence(edges: pl.DataFrame, *, fb: pl.DataFrame | None = None,
              named: dict[str, str] | None = None) -> mg.Evidence:
     fb = fb if fb is not None else feedback(events([]), Config().feedback)
     catalogue = catalogue if catalogue is not None else tracks([])
-    empty = pl.DataFrame(schema=fl.CONTRIBUTIONS)
+    empty = fl.Expansion(
+        pl.DataFrame(schema={s.USER_ID: pl.String, fl.VIA_ID: pl.String, "weight": pl.Float64}),
+        pl.DataFrame(schema={fl.VIA_ID: pl.String, s.FOLLOWEE_ID: pl.String,
+                             fl.SCORE: pl.Float64}),
+    )
     return mg.Evidence(
         follows=edges, by_creator=fl.creator_feedback(fb, catalogue),
-        contributions={fl.CO_FOLLOWED: empty, fl.CO_LISTENED: empty, **(steps or {})},
+        expansions={fl.CO_FOLLOWED: empty, fl.CO_LISTENED: empty, **(steps or {})},
         followers=fl.follower_counts(edges), names=names(named or {}),
     )
 
@@ -64,7 +68,7 @@ def test_co_followed_with_plain_co_counts():
     scored, steps = fl.co_followed(follows(THREE_FOLLOW_BOTH), users("a", "d"), cfg, moment=T0)
     # d follows X; X and Y share 3 followers, so Y scores 3. a follows both: nothing left.
     assert scored.rows() == [("d", "Y", 3.0, 1)]
-    assert steps.rows() == [("d", "Y", "X", 3.0)]
+    assert steps.contributions(scored).rows() == [("d", "Y", "X", 3.0)]
 
 
 def test_co_followed_damps_popular_accounts_as_rp3beta_does():
@@ -101,8 +105,10 @@ def test_every_reason_kind_is_worded():
     fb = feedback(events([("u", "t1", "play", 1), ("u", "t2", "play", 2), ("u", "t3", "like", 2)]),
                   Config().feedback)
     catalogue = tracks([("t1", "P", "rock"), ("t2", "P", "rock"), ("t3", "Q", "rock")])
-    listened = pl.DataFrame({s.USER_ID: ["u", "u"], s.FOLLOWEE_ID: ["L", "L"],
-                             fl.VIA_ID: ["P", "Q"], fl.CONTRIBUTION: [0.2, 0.5]})
+    listened = fl.Expansion(
+        pl.DataFrame({s.USER_ID: ["u", "u"], fl.VIA_ID: ["P", "Q"], "weight": [0.4, 0.5]}),
+        pl.DataFrame({fl.VIA_ID: ["P", "Q"], s.FOLLOWEE_ID: ["L", "L"], fl.SCORE: [0.5, 1.0]}),
+    )
     recs = pl.DataFrame({
         s.USER_ID: ["u"] * 5,
         s.FOLLOWEE_ID: ["P", "L", "A", "T", "M"],
@@ -208,7 +214,7 @@ def test_played_and_co_listened_creators():
     # P and Q share two listeners (v, w); u plays only P, with all of their strength.
     scored, steps = fl.co_listened(by_creator, users("u"), no_follows, cfg, moment=T0)
     assert scored.rows() == [("u", "Q", 2.0, 1)]
-    assert steps.rows() == [("u", "Q", "P", 2.0)]
+    assert steps.contributions(scored).rows() == [("u", "Q", "P", 2.0)]
 
 
 def test_merge_features_by_hand():

@@ -69,7 +69,8 @@ def _blocks(seed: int = 0, users: int = 60, creators: int = 40) -> pl.DataFrame:
 
 def test_fit_gives_finite_factors_with_one_row_per_user_and_creator():
     matrix, users, creators = als.affinity_matrix(_blocks())
-    user_factors, creator_factors = als.fit_als(matrix, 8, FollowConfig())
+    model = als.fit_als(matrix, 8, FollowConfig())
+    user_factors, creator_factors = model.user_factors, model.item_factors
     assert user_factors.shape == (len(users), 8) and len(users) == 60
     assert creator_factors.shape == (len(creators), 8) and len(creators) == 40
     assert np.isfinite(user_factors).all() and np.isfinite(creator_factors).all()

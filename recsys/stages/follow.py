@@ -18,13 +18,15 @@ they already follow:
 - `most_followed`: the accounts with the most followers, the same for everyone; also the
   evaluation's baseline.
 
-`co_followed` and `co_listened` keep each step's contribution (the followed or played account
-it came through) for the reasons. ALS on user-to-creator affinity lives in `follow_als.py`.
+`co_followed` and `co_listened` keep their seeds and neighbours, so that the reasons can name
+the followed or played accounts a suggestion came through. ALS on user-to-creator affinity
+lives in `follow_als.py`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -52,8 +54,6 @@ TOLERANCE = 1e-6
 BLOCK = 512
 
 SCORED = {s.USER_ID: pl.String, s.FOLLOWEE_ID: pl.String, SCORE: pl.Float64, RANK: pl.Int64}
-CONTRIBUTIONS = {s.USER_ID: pl.String, s.FOLLOWEE_ID: pl.String, VIA_ID: pl.String,
-                 CONTRIBUTION: pl.Float64}
 
 
 def empty_scored() -> pl.DataFrame:
@@ -93,22 +93,80 @@ def top_per_user(scored: pl.DataFrame, n: int, banned: pl.DataFrame) -> pl.DataF
     )
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """What a neighbour expansion started from: the seeds (user_id, via_id, weight) and the
+    neighbours (via_id, followee_id, score); kept to name the accounts behind a suggestion."""
+
+    seeds: pl.DataFrame
+    similar: pl.DataFrame
+
+    def contributions(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """user_id, followee_id, via_id, contribution: the steps into the (user_id,
+        followee_id) `pairs`, each the seed's weight times the similarity."""
+        steps = pairs.select(s.USER_ID, s.FOLLOWEE_ID).unique().join(self.seeds, on=s.USER_ID)
+        return steps.join(self.similar, on=[VIA_ID, s.FOLLOWEE_ID]).select(
+            s.USER_ID, s.FOLLOWEE_ID, VIA_ID,
+            (pl.col("weight") * pl.col(SCORE)).cast(pl.Float64).alias(CONTRIBUTION),
+        ).filter(pl.col(CONTRIBUTION) > 0)
+
+
 def expand(
     seeds: pl.DataFrame, similar: pl.DataFrame, banned: pl.DataFrame, n: int
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Neighbour expansion: seeds (user_id, via_id, weight) times neighbours (via_id,
-    followee_id, score); each account scores the sum of its weighted similarities. Returns the
-    top `n` per user and the contributions (user_id, followee_id, via_id, contribution) into
-    them."""
-    steps = seeds.join(similar, on=VIA_ID).select(
-        s.USER_ID, s.FOLLOWEE_ID, VIA_ID, (pl.col("weight") * pl.col(SCORE)).alias(CONTRIBUTION)
-    ).join(banned, on=[s.USER_ID, s.FOLLOWEE_ID], how="anti")
-    summed = steps.group_by(s.USER_ID, s.FOLLOWEE_ID).agg(pl.col(CONTRIBUTION).sum().alias(SCORE))
-    top = top_per_user(summed, n, banned)
-    kept = steps.join(top, on=[s.USER_ID, s.FOLLOWEE_ID], how="semi").filter(
-        pl.col(CONTRIBUTION) > 0
+) -> tuple[pl.DataFrame, Expansion]:
+    """Neighbour expansion: each account scores the sum over the user's seeds (user_id, via_id,
+    weight) of the weight times its similarity to the seed (similar: via_id, followee_id,
+    score), computed as a sparse product. Returns each user's `n` best accounts that are not
+    `banned`, and the expansion for the reasons."""
+    people = IdMap(seeds[s.USER_ID])
+    accounts = IdMap(pl.concat([seeds[VIA_ID], similar[VIA_ID], similar[s.FOLLOWEE_ID]]))
+    weights = _sparse(seeds, people, s.USER_ID, accounts, VIA_ID, "weight")
+    neighbours = _sparse(similar, accounts, VIA_ID, accounts, s.FOLLOWEE_ID, SCORE)
+    scores = weights @ neighbours
+    blocked = _sparse(banned.with_columns(pl.lit(1.0).alias("weight")), people, s.USER_ID,
+                      accounts, s.FOLLOWEE_ID, "weight")
+    scores = (scores - scores.multiply(blocked)).tocoo()
+    row, col, value = _top_entries(scores.row, scores.col, scores.data, n)
+    top = pl.DataFrame({
+        s.USER_ID: people.to_ids(row), s.FOLLOWEE_ID: accounts.to_ids(col),
+        SCORE: value.astype(np.float64), RANK: _ranks(row),
+    })
+    return top, Expansion(seeds.select(s.USER_ID, VIA_ID, "weight"), similar)
+
+
+def _sparse(frame: pl.DataFrame, rows: IdMap, row: str, columns: IdMap, column: str,
+            value: str) -> sp.csr_matrix:
+    """`frame` as a rows x columns matrix of `value`; ids missing from a map are left out."""
+    indexed = columns.to_index(rows.to_index(frame, row, alias="_r"), column, alias="_c")
+    indexed = indexed.drop_nulls(["_r", "_c"])
+    return sp.csr_matrix(
+        (indexed[value].to_numpy().astype(np.float64),
+         (indexed["_r"].to_numpy(), indexed["_c"].to_numpy())),
+        shape=(len(rows), len(columns)),
     )
-    return top, kept.select(list(CONTRIBUTIONS)).cast(CONTRIBUTIONS)  # type: ignore[arg-type]
+
+
+def _top_entries(
+    row: np.ndarray, col: np.ndarray, value: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The `n` largest positive entries of each row, ordered by row, value descending and
+    column (ids are numbered in sorted order, so ties go to the smaller id)."""
+    best = (
+        pl.DataFrame({"r": row, "c": col, "v": value})
+        .filter(pl.col("v") > 0)
+        .sort(["r", "v", "c"], descending=[False, True, False])
+        .group_by("r", maintain_order=True)
+        .head(n)
+    )
+    return best["r"].to_numpy(), best["c"].to_numpy(), best["v"].to_numpy()
+
+
+def _ranks(row: np.ndarray) -> np.ndarray:
+    """1, 2, ... within each run of equal values of a sorted `row`."""
+    if row.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    return np.arange(row.size) - np.repeat(starts, np.diff(np.r_[starts, row.size])) + 1
 
 
 def similar_accounts(
@@ -131,7 +189,7 @@ def similar_accounts(
 
 def co_followed(
     follows: pl.DataFrame, users: pl.Series, cfg: FollowConfig, *, moment: datetime
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, Expansion]:
     """Accounts followed by the people who follow what the user follows (item-based CF)."""
     pairs = follows.select(
         pl.col(s.FOLLOWER_ID).alias(s.USER_ID),
@@ -172,7 +230,7 @@ def played(
 def co_listened(
     by_creator: pl.DataFrame, users: pl.Series, follows: pl.DataFrame, cfg: FollowConfig,
     *, moment: datetime,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, Expansion]:
     """Creators that the listeners of the user's creators also play, weighted by the user's
     share of strength in each creator; creators the user played are left out."""
     pairs = by_creator.select(
@@ -286,7 +344,7 @@ def best_per_row(
     keep = min(keep, score.shape[1])
     if keep == 0 or score.shape[0] == 0:
         return (np.zeros(0, dtype=np.int64),) * 2 + (np.zeros(0),)
-    best = np.argpartition(-score, keep - 1, axis=1)[:, :keep]
+    best = np.argpartition(score, score.shape[1] - keep, axis=1)[:, -keep:]
     value = np.take_along_axis(score, best, axis=1)
     found = value > 0
     rows = np.broadcast_to(np.arange(score.shape[0])[:, None], best.shape)

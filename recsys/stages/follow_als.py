@@ -36,7 +36,7 @@ from recsys.errors import RunError
 from recsys.ids import IdMap
 from recsys.stages.feedback import LIKES, PLAYS, POSITIVE, REPOSTS, SKIPS, STRENGTH
 from recsys.stages.follow import (
-    RANK, SCORE, best_per_row, empty_scored, excluded, top_per_user,
+    RANK, SCORE, empty_scored, excluded, top_per_user,
 )
 from recsys.stages.follow_eval import NDCG, RECALL, USERS, ranking_metrics
 
@@ -48,7 +48,6 @@ GLOBAL, BAYS = "global", "bays"
 OTHER_BAY = "(small bays)"
 UNKNOWN_GENRE = "(unknown genre)"
 NO_COMMUNITY = "(no follows)"
-BLOCK = 1024
 VALIDATION_SCHEMA = {"protocol": pl.String, "model": pl.String, "factors": pl.Int64,
                      RECALL: pl.Float64, NDCG: pl.Float64, USERS: pl.Int64,
                      "chosen": pl.Boolean}
@@ -87,10 +86,8 @@ def affinity_matrix(affinity: pl.DataFrame) -> tuple[sp.csr_matrix, IdMap, IdMap
     return matrix, users, creators
 
 
-def fit_als(
-    matrix: sp.csr_matrix, factors: int, cfg: FollowConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """(user_factors, creator_factors) of ALS on a users x creators affinity matrix."""
+def fit_als(matrix: sp.csr_matrix, factors: int, cfg: FollowConfig) -> AlternatingLeastSquares:
+    """ALS fitted on a users x creators affinity matrix, its factors checked."""
     # implicit's threads and BLAS's own would compete (implicit warns): one BLAS thread here.
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
@@ -99,7 +96,7 @@ def fit_als(
         )
         model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=False)
     check_factors(model.user_factors, model.item_factors, matrix.shape)
-    return model.user_factors, model.item_factors
+    return model
 
 
 def check_factors(user_factors: np.ndarray, creator_factors: np.ndarray, shape) -> None:
@@ -192,32 +189,30 @@ def _scored(
         (indexed[AFFINITY].to_numpy(), (indexed["u"].to_numpy(), indexed["c"].to_numpy())),
         shape=(len(owners), len(creators)),
     )
-    user_factors, creator_factors = fit_als(matrix, factors, cfg)
+    model = fit_als(matrix, factors, cfg)
 
     scope = owners.to_index(users.unique().sort().to_frame(s.USER_ID), s.USER_ID, alias="u")
     rows = scope["u"].drop_nulls().to_numpy().astype(np.int64)
+    if rows.size == 0:
+        return empty_scored()
+    # implicit leaves out of a user's list every creator stored in their row: here the ones
+    # they have affinity with, follow, or are.
     pairs = creators.to_index(owners.to_index(banned, s.USER_ID, alias="u"), s.CREATOR_ID,
                               alias="c").drop_nulls(["u", "c"])
-    banned_matrix = matrix + sp.csr_matrix(
+    known = (matrix + sp.csr_matrix(
         (np.ones(pairs.height), (pairs["u"].to_numpy(), pairs["c"].to_numpy())),
         shape=matrix.shape,
-    )
-    found = [_best(user_factors, creator_factors, banned_matrix, rows[i:i + BLOCK], cfg)
-             for i in range(0, rows.size, BLOCK)]
-    if not found:
-        return empty_scored()
-    user, creator, score = (np.concatenate(arrays) for arrays in zip(*found, strict=True))
+    )).tocsr()
+    with threadpool_limits(1, "blas"):
+        ids, scores = model.recommend(rows, known[rows], N=min(cfg.per_source, len(creators)),
+                                      filter_already_liked_items=True)
+    user = np.repeat(rows, ids.shape[1])
+    ids, scores = ids.ravel(), scores.ravel()
+    found = (ids >= 0) & np.isfinite(scores) & (scores > 0)
     return pl.DataFrame({
-        s.USER_ID: owners.to_ids(user), s.FOLLOWEE_ID: creators.to_ids(creator), SCORE: score,
-        RANK: np.zeros(user.size, dtype=np.int64),
+        s.USER_ID: owners.to_ids(user[found]), s.FOLLOWEE_ID: creators.to_ids(ids[found]),
+        SCORE: scores[found].astype(np.float64), RANK: np.zeros(int(found.sum()), dtype=np.int64),
     })
-
-
-def _best(user_factors, creator_factors, banned: sp.csr_matrix, rows: np.ndarray,
-          cfg: FollowConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    score = (user_factors[rows] @ creator_factors.T).astype(np.float64)
-    row, creator, value = best_per_row(score, banned[rows], cfg.per_source)
-    return rows[row], creator, value
 
 
 def choose_factors(

@@ -35,7 +35,7 @@ from recsys.ids import IdMap
 from recsys.stages.feedback import POSITIVE
 from recsys.stages.follow import (
     ALS, CO_FOLLOWED, CO_LISTENED, CONTRIBUTION, FOLLOWERS, MOST_FOLLOWED, PLAYED,
-    PLAYED_TRACKS, RANK, SCORE, TRUST, VIA_ID,
+    PLAYED_TRACKS, RANK, SCORE, TRUST, VIA_ID, Expansion,
 )
 from recsys.stages.labels import LABEL
 from recsys.stages.ranker import TrainedRanker, train_ranker
@@ -69,7 +69,7 @@ class Evidence:
 
     follows: pl.DataFrame  # follower_id, followee_id: the edges the snapshot sees
     by_creator: pl.DataFrame  # user_id, creator_id, strength, played_tracks
-    contributions: dict[str, pl.DataFrame]  # per expansion source: user_id, followee_id, via_id
+    expansions: dict[str, Expansion]  # co_followed and co_listened: seeds and neighbours
     followers: pl.DataFrame  # followee_id, followers
     names: pl.DataFrame  # account_id, name: how an account is shown (its name, else its id)
 
@@ -238,8 +238,7 @@ def _mutual_text(recs: pl.DataFrame, evidence: Evidence) -> pl.DataFrame:
 def _via_text(recs: pl.DataFrame, evidence: Evidence, source: str, alias: str) -> pl.DataFrame:
     """user_id, followee_id and `alias`: "A and B", the two accounts that contributed most to
     the candidate in an expansion source."""
-    steps = evidence.contributions[source].join(recs.select(s.USER_ID, s.FOLLOWEE_ID),
-                                                on=[s.USER_ID, s.FOLLOWEE_ID], how="semi")
+    steps = evidence.expansions[source].contributions(recs)
     grouped = (
         _named(steps, evidence)
         .sort([CONTRIBUTION, VIA_ID], descending=[True, False])
