@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from recsys.errors import ConfigError
 
@@ -188,7 +188,7 @@ class FollowConfig(_Section):
     like_weight: float = Field(4.0, ge=0)
     repost_weight: float = Field(6.0, ge=0)
     skip_weight: float = Field(-3.0, le=0, description="classification form only")
-    factor_choices: tuple[int, ...] = Field(
+    factor_choices: tuple[PositiveInt, ...] = Field(
         (8, 16, 32, 64), min_length=1, description="ALS factor counts tried on validation"
     )
     als_iterations: int = Field(15, ge=1)
