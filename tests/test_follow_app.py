@@ -193,7 +193,6 @@ def _odd_store_with_follows(root) -> tuple:
     return root / "store", root / "odd"
 
 
-@pytest.mark.slow
 def test_names_with_markup_are_shown_as_text_and_no_follows_means_no_suggestions(
     tmp_path, monkeypatch
 ):
