@@ -209,6 +209,45 @@ def _fallback_text(kind: str) -> str:
 
 
 @app.command()
+def follow(
+    user: Annotated[str, typer.Argument(help="A user id as it is in the data.")],
+    store: StoreOption,
+    run_id: Annotated[
+        Optional[str], typer.Option("--run", help="A run id from the registry; default: current.")
+    ] = None,
+) -> None:
+    """Print the accounts suggested for one user to follow, with the reason and the sources."""
+    from recsys import queries
+    from recsys.errors import UsageError
+    from recsys.store import open_run
+
+    try:
+        con = open_run(store, run_id)
+        if queries.user(con, user).height == 0:
+            run = queries.current_run(con)["run_id"][0]
+            raise UsageError(f"user {user!r} is not in run {run}; check the id (ids are matched "
+                             "exactly, as strings)")
+        suggestions = queries.follow_recommendations(con, user)
+        follows = queries.user_follows(con, user).height
+    except RecsysError as exc:
+        _fail(exc)
+    if suggestions.height == 0:
+        console.print(f"no accounts to suggest to {user} in this run (a dataset without follows "
+                      "has none)", highlight=False, markup=False)
+        return
+    table = Table(title=f"who {user} might follow (they follow {follows:,})")
+    for column in ("rank", "account", "score", "reason", "sources"):
+        table.add_column(column)
+    for row in suggestions.iter_rows(named=True):
+        # Names and ids come from the data: Text keeps rich from reading them as markup.
+        account = row["followee_id"]
+        account = Text(f"{row['name']} ({account})" if row["name"] else account)
+        table.add_row(str(row["rank"]), account, f"{row['score']:.4f}", Text(row["reason"]),
+                      ", ".join(row["sources"]))
+    console.print(table)
+
+
+@app.command()
 def supernodes(
     store: StoreOption,
     run_id: Annotated[

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from recsys.errors import ConfigError
 
@@ -206,6 +206,50 @@ class CurationConfig(_Section):
     block_creators: tuple[str, ...] = ()
 
 
+AffinityForm = Literal["weighted", "classification"]
+Bays = Literal["none", "genre", "graph"]
+FollowProtocol = Literal["auto", "window", "holdout"]
+
+
+class FollowConfig(_Section):
+    """Who to follow: the sources, ALS on user-to-creator affinity, the merge, the evaluation."""
+
+    n: int = Field(10, ge=1, description="suggestions per user")
+    per_source: int = Field(50, ge=1, description="candidates kept per source and user")
+    # Item-based CF on the follow graph (accounts co-followed) and creators co-listened use the
+    # damping options of track similarity; a follower or a listener is the "user" side.
+    similarity: SimilarityConfig = SimilarityConfig()
+    # Circle of trust: personalized PageRank from the user; the chance of a jump back to them.
+    trust_restart: float = Field(0.3, gt=0, lt=1)
+    # ALS's user-to-creator affinity: "weighted" sums the weighted listens, likes and reposts
+    # of a creator's tracks (log-scaled); "classification" is 1 where the signed sum (skips
+    # count against) is positive, and no entry otherwise.
+    affinity: AffinityForm = "weighted"
+    play_weight: float = Field(1.0, ge=0)
+    like_weight: float = Field(4.0, ge=0)
+    repost_weight: float = Field(6.0, ge=0)
+    skip_weight: float = Field(-3.0, le=0, description="classification form only")
+    factor_choices: tuple[PositiveInt, ...] = Field(
+        (8, 16, 32, 64), min_length=1, description="ALS factor counts tried on validation"
+    )
+    als_iterations: int = Field(15, ge=1)
+    als_regularization: float = Field(0.05, ge=0)
+    als_alpha: float = Field(10.0, gt=0, description="ALS confidence per unit of affinity")
+    # "Musical bays": one ALS per community of users (by dominant genre, or a Louvain
+    # community of the follow graph) instead of one global model; bays smaller than
+    # `min_bay_users` share one model.
+    bays: Bays = "none"
+    min_bay_users: int = Field(50, ge=1)
+    # Evaluation: "window" scores the follows made in the last `window_days` (dated follows);
+    # "holdout" a seeded `holdout_share` of the edges (undated follows; a friendship counts as
+    # one edge); "auto" picks window when every follow has a date.
+    protocol: FollowProtocol = "auto"
+    window_days: float = Field(28.0, gt=0)
+    holdout_share: float = Field(0.2, gt=0, lt=0.5)
+    seed: int = Field(0, ge=0, description="seed of the hold-outs, ALS and the communities")
+    num_threads: int = Field(1, ge=1, description="ALS threads")
+
+
 class StoreConfig(_Section):
     keep_runs: int = Field(7, ge=1, description="runs kept in the store's runs/ folder")
 
@@ -221,6 +265,7 @@ class Config(_Section):
     ranker: RankerConfig = RankerConfig()
     recommend: RecommendConfig = RecommendConfig()
     curation: CurationConfig = CurationConfig()
+    follow: FollowConfig = FollowConfig()
     store: StoreConfig = StoreConfig()
     generator: GeneratorConfig = GeneratorConfig()
 

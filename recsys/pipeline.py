@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys import __version__, bias, evaluate, schema as s
+from recsys import __version__, bias, evaluate, follow_batch, schema as s
 from recsys.config import Config
 from recsys.errors import UsageError
 from recsys.io.dataset import Dataset, read_dataset
@@ -410,7 +410,7 @@ def run_batch(
     data_dir, store = Path(data_dir), Path(store)
     begun = time.perf_counter()
     started_at = datetime.now(timezone.utc)
-    stage = StageLog(progress, total=8)
+    stage = StageLog(progress, total=9)
 
     t0 = time.perf_counter()
     data = read_dataset(data_dir)
@@ -429,6 +429,9 @@ def run_batch(
     try:
         outcome = fit_ranker(data, as_of, cfg, stage)
         tables = serve(data, as_of, outcome.ranker, cfg, stage)
+        t0 = time.perf_counter()
+        tables.update(follow_batch.follow_tables(data, as_of, cfg))
+        stage("follow", t0, follow_recommendations=tables["follow_recommendations"].height)
         t0 = time.perf_counter()
         tables.update(catalogue_tables(data, tables["feedback"]))
         model = [outcome.ranker.booster.model_to_string()] if outcome.ranker else []

@@ -464,3 +464,82 @@ def ranker_model(con: duckdb.DuckDBPyConnection) -> str | None:
     """The run's LightGBM model as text, None for a run without a ranker."""
     found = read(con, "SELECT content FROM models WHERE name = 'ranker'")
     return found["content"][0] if found.height else None
+
+
+# --- Who to follow ---------------------------------------------------------------------------
+# Runs written before who-to-follow existed have none of its tables: they read as empty frames.
+
+FOLLOW_COLUMNS = {"rank": pl.Int64, "followee_id": pl.String, "name": pl.String,
+                  "score": pl.Float64, "sources": pl.List(pl.String), "reason": pl.String}
+
+
+def follow_recommendations(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """rank, followee_id, name (null where the account has none), score, sources, reason: the
+    accounts suggested to the user, best first."""
+    if not has_table(con, "follow_recommendations"):
+        return pl.DataFrame(schema=FOLLOW_COLUMNS)
+    sql = """
+        SELECT r.rank, r.followee_id, u.name, r.score, r.sources, r.reason
+        FROM follow_recommendations r LEFT JOIN users u ON u.user_id = r.followee_id
+        WHERE r.user_id = $user_id
+        ORDER BY r.rank
+    """
+    return read(con, sql, user_id=user_id)
+
+
+def user_follows(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """followee_id, name, ts, followers: the accounts the user follows at as_of, most recent
+    first (undated follows last), with how many follow each."""
+    if not has_table(con, "follows"):
+        return pl.DataFrame(schema={"followee_id": pl.String, "name": pl.String,
+                                    "ts": pl.Datetime("us", "UTC"), "followers": pl.Int64})
+    sql = """
+        SELECT f.followee_id, u.name, f.ts,
+               (SELECT count(*) FROM follows g WHERE g.followee_id = f.followee_id) AS followers
+        FROM follows f LEFT JOIN users u ON u.user_id = f.followee_id
+        WHERE f.follower_id = $user_id
+        ORDER BY f.ts DESC NULLS LAST, f.followee_id
+    """
+    return _utc(read(con, sql, user_id=user_id))
+
+
+def follow_sources(
+    con: duckdb.DuckDBPyConnection, user_id: str, followee_id: str
+) -> pl.DataFrame:
+    """source, score, rank: the sources that proposed the account to the user."""
+    if not has_table(con, "follow_sources"):
+        return pl.DataFrame(schema={"source": pl.String, "score": pl.Float64, "rank": pl.Int64})
+    sql = """
+        SELECT source, score, rank FROM follow_sources
+        WHERE user_id = $user_id AND followee_id = $followee_id
+        ORDER BY rank, source
+    """
+    return read(con, sql, user_id=user_id, followee_id=followee_id)
+
+
+def follow_evaluation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """protocol, window_start, list, metric, value, users: each source, the merged list and the
+    baseline against the follows of the evaluation."""
+    if not has_table(con, "follow_evaluation"):
+        return pl.DataFrame(schema={"protocol": pl.String,
+                                    "window_start": pl.Datetime("us", "UTC"), "list": pl.String,
+                                    "metric": pl.String, "value": pl.Float64, "users": pl.Int64})
+    return _utc(read(con, "SELECT * FROM follow_evaluation ORDER BY metric, list"))
+
+
+def follow_als_validation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """protocol, model, factors, recall, ndcg, users, chosen: ALS's factor counts tried."""
+    if not has_table(con, "follow_als_validation"):
+        return pl.DataFrame(schema={"protocol": pl.String, "model": pl.String,
+                                    "factors": pl.Int64, "recall": pl.Float64,
+                                    "ndcg": pl.Float64, "users": pl.Int64, "chosen": pl.Boolean})
+    return read(con, "SELECT * FROM follow_als_validation ORDER BY model, factors")
+
+
+def follow_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """suggestions and users: the size of the run's who-to-follow lists (0 for a run without)."""
+    if not has_table(con, "follow_recommendations"):
+        return {"suggestions": 0, "users": 0}
+    found = read(con, "SELECT count(*) AS suggestions, count(DISTINCT user_id) AS users "
+                      "FROM follow_recommendations")
+    return found.row(0, named=True)
