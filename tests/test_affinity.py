@@ -20,7 +20,7 @@ import pytest
 
 from recsys import schema as s
 from recsys.config import CandidatesConfig, FeaturesConfig, FeedbackConfig
-from recsys.stages.affinity import AFFINITY_FEATURES, affinity_features
+from recsys.stages.affinity import AFFINITY_FEATURES, affinity_features, friends
 from recsys.stages.features import FEATURES, build_features
 from recsys.stages.feedback import feedback
 
@@ -51,7 +51,9 @@ def _world():
 
 
 def _features() -> dict[str, dict]:
-    frame = affinity_features(*_world(), moment=MOMENT, cfg=CFG)
+    candidates, contributions, fb, catalogue, follows = _world()
+    frame = affinity_features(candidates, contributions, fb, catalogue, moment=MOMENT, cfg=CFG)
+    frame = frame.join(friends(candidates, fb, follows), on=["user_id", "track_id"], how="left")
     return {row["track_id"]: row for row in frame.iter_rows(named=True)}
 
 
@@ -92,9 +94,11 @@ def test_popularity_trend_and_friends():
     assert got["c"]["popularity_trend"] == pytest.approx(8.0)
     # d: its one listener came on day 10, in the base window: no recent rate.
     assert got["d"]["recent_listeners"] == 0.0 and got["d"]["popularity_trend"] == 0.0
-    # Followed accounts positive on c: w1 and w2 (w5 only skipped it); on d: w1.
-    assert got["c"]["friends_listeners"] == 2.0 and got["d"]["friends_listeners"] == 1.0
-    assert got["g"]["friends_listeners"] == 0.0
+    # Followed accounts positive on c: w1 and w2 (w5 only skipped it); on d: w1. Their plays:
+    # one each.
+    assert got["c"]["friends_listeners"] == 2 and got["d"]["friends_listeners"] == 1
+    assert got["c"]["friends_plays"] == 2 and got["d"]["friends_plays"] == 1
+    assert got["g"]["friends_listeners"] is None
 
 
 def test_the_ranker_sees_every_feature_with_als_and_affinities():
@@ -110,8 +114,11 @@ def test_the_ranker_sees_every_feature_with_als_and_affinities():
     frame = build_features(candidates, contributions, fb, catalogue, follows, moment=MOMENT,
                            cfg=CandidatesConfig(), features=CFG)
     assert len(FEATURES) == len(set(FEATURES)) == 30
-    assert set(AFFINITY_FEATURES) | {"als_score", "als_rank"} <= set(FEATURES)
+    assert set(AFFINITY_FEATURES) | {"als_score", "als_rank", "friends_listeners"} <= set(FEATURES)
     c = frame.filter(pl.col("track_id") == "c").row(0, named=True)
     assert (c["als_score"], c["als_rank"], c["genre_affinity"]) == (0.7, 1.0, 0.75)
+    assert (c["friends_plays"], c["friends_listeners"]) == (2.0, 2.0)
     d = frame.filter(pl.col("track_id") == "d").row(0, named=True)
     assert d["als_score"] == 0.0 and d["als_rank"] is None
+    g = frame.filter(pl.col("track_id") == "g").row(0, named=True)
+    assert g["friends_listeners"] == 0.0 and g["genre_affinity"] == 0.0

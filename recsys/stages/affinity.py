@@ -12,7 +12,8 @@
   fell in the `trend_recent_days` before the moment; `popularity_trend`: their rate per day
   over the rate in the `trend_base_days` before that (the base counted as at least one
   listener, so a track new to everybody has a finite trend).
-- `friends_listeners`: accounts the user follows with a positive interaction with the track.
+- `friends_plays`, `friends_listeners` (see `friends`): plays of the track by the accounts the
+  user follows, and how many of them are positive on it.
 - `user_idle_days`: days since the user's latest interaction of any kind.
 """
 
@@ -35,14 +36,15 @@ TRACK_SKIP_RATE = "track_skip_rate"
 USER_SKIP_RATE = "user_skip_rate"
 RECENT_LISTENERS = "recent_listeners"
 POPULARITY_TREND = "popularity_trend"
+FRIENDS_PLAYS = "friends_plays"
 FRIENDS_LISTENERS = "friends_listeners"
 USER_IDLE_DAYS = "user_idle_days"
 AFFINITY_FEATURES = (DECAYED_AFFINITY, CREATOR_AFFINITY, GENRE_AFFINITY, CREATOR_RECENCY_DAYS,
                      TRACK_SKIP_RATE, USER_SKIP_RATE, RECENT_LISTENERS, POPULARITY_TREND,
-                     FRIENDS_LISTENERS, USER_IDLE_DAYS)
+                     USER_IDLE_DAYS)
 # Features where a missing value means none (0) rather than unknown (null).
 ZERO_FILLED = (DECAYED_AFFINITY, CREATOR_AFFINITY, GENRE_AFFINITY, RECENT_LISTENERS,
-               POPULARITY_TREND, FRIENDS_LISTENERS)
+               POPULARITY_TREND)
 
 DAY_US = 86_400 * 1_000_000
 WEIGHT = "_weight"
@@ -63,7 +65,6 @@ def affinity_features(
     contributions: pl.DataFrame,
     feedback: pl.DataFrame,
     tracks: pl.DataFrame,
-    follows: pl.DataFrame,
     *,
     moment: datetime,
     cfg: FeaturesConfig,
@@ -83,7 +84,6 @@ def affinity_features(
         .join(skip_rate(feedback, s.TRACK_ID, TRACK_SKIP_RATE), on=s.TRACK_ID, how="left")
         .join(skip_rate(feedback, s.USER_ID, USER_SKIP_RATE), on=s.USER_ID, how="left")
         .join(trend(feedback, moment, cfg), on=s.TRACK_ID, how="left")
-        .join(friends_listeners(candidates, feedback, follows), on=keys, how="left")
         .join(idle_days(feedback, moment), on=s.USER_ID, how="left")
     )
     return frame.select(
@@ -156,18 +156,18 @@ def trend(feedback: pl.DataFrame, moment: datetime, cfg: FeaturesConfig) -> pl.D
                          (recent_rate / base_rate).alias(POPULARITY_TREND))
 
 
-def friends_listeners(candidates, feedback, follows) -> pl.DataFrame:
-    """user_id, track_id, friends_listeners: followed accounts positive on the candidate."""
+def friends(candidates, feedback, follows) -> pl.DataFrame:
+    """user_id, track_id, friends_plays, friends_listeners: the plays of each candidate by the
+    accounts the user follows, and how many of those accounts are positive on it."""
     followed = follows.select(pl.col(s.FOLLOWER_ID).alias(s.USER_ID), s.FOLLOWEE_ID).unique()
-    listeners = feedback.filter(pl.col(POSITIVE)).select(
-        pl.col(s.USER_ID).alias(s.FOLLOWEE_ID), s.TRACK_ID
-    )
+    theirs = feedback.select(pl.col(s.USER_ID).alias(s.FOLLOWEE_ID), s.TRACK_ID, PLAYS, POSITIVE)
     return (
         candidates.select(s.USER_ID, s.TRACK_ID)
         .join(followed, on=s.USER_ID)
-        .join(listeners, on=[s.FOLLOWEE_ID, s.TRACK_ID])
+        .join(theirs, on=[s.FOLLOWEE_ID, s.TRACK_ID])
         .group_by(s.USER_ID, s.TRACK_ID)
-        .agg(pl.len().alias(FRIENDS_LISTENERS))
+        .agg(pl.col(PLAYS).sum().alias(FRIENDS_PLAYS),
+             pl.col(POSITIVE).sum().alias(FRIENDS_LISTENERS))
     )
 
 

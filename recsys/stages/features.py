@@ -12,7 +12,14 @@ from datetime import datetime
 import polars as pl
 
 from recsys import schema as s
-from recsys.stages.affinity import AFFINITY_FEATURES, affinity_features, days_before
+from recsys.stages.affinity import (
+    AFFINITY_FEATURES,
+    FRIENDS_LISTENERS,
+    FRIENDS_PLAYS,
+    affinity_features,
+    days_before,
+    friends,
+)
 from recsys.stages.candidates import (
     ALS,
     CONTRIBUTION,
@@ -29,7 +36,7 @@ from recsys.stages.candidates import (
     score_column,
     seeds,
 )
-from recsys.stages.feedback import LAST_TS, PLAYS, POSITIVE
+from recsys.stages.feedback import LAST_TS, POSITIVE
 from recsys.config import CandidatesConfig, FeaturesConfig
 
 SIM_SUM = "sim_sum"
@@ -39,7 +46,6 @@ SEED_RECENCY_DAYS = "seed_recency_days"
 SEED_INTERACTIONS = "seed_interactions"
 TRACK_AGE_DAYS = "track_age_days"
 SAME_CREATOR = "same_creator"
-FRIENDS_PLAYS = "friends_plays"
 HISTORY_SIZE = "history_size"
 
 FEATURES = (
@@ -53,6 +59,7 @@ FEATURES = (
     SAME_CREATOR,
     GENRE_SHARE,
     FRIENDS_PLAYS,
+    FRIENDS_LISTENERS,
     HISTORY_SIZE,
     score_column(WALK),
     score_column(ALS),
@@ -87,17 +94,19 @@ def build_features(
     genres = tracks.select(s.TRACK_ID, s.GENRE)
     frame = frame.join(genres, on=s.TRACK_ID, how="left").join(shares, on=[s.USER_ID, s.GENRE], how="left")
 
-    frame = frame.join(_friends_plays(candidates, feedback, follows), on=[s.USER_ID, s.TRACK_ID], how="left")
+    frame = frame.join(friends(candidates, feedback, follows), on=[s.USER_ID, s.TRACK_ID],
+                       how="left")
     history = feedback.filter(pl.col(POSITIVE)).group_by(s.USER_ID).agg(pl.len().alias(HISTORY_SIZE))
     frame = frame.join(history, on=s.USER_ID, how="left")
     frame = frame.join(
-        affinity_features(candidates, contributions, feedback, tracks, follows, moment=moment,
+        affinity_features(candidates, contributions, feedback, tracks, moment=moment,
                           cfg=features or FeaturesConfig()),
         on=[s.USER_ID, s.TRACK_ID], how="left",
     )
 
     zero_filled = [SIM_SUM, SIM_MAX, N_SEEDS, SEED_INTERACTIONS, POPULARITY, SAME_CREATOR,
-                   GENRE_SHARE, FRIENDS_PLAYS, HISTORY_SIZE, score_column(WALK),
+                   GENRE_SHARE, FRIENDS_PLAYS, FRIENDS_LISTENERS, HISTORY_SIZE,
+                   score_column(WALK),
                    score_column(ALS), score_column(POPULAR_IN_GENRE), score_column(POPULAR)]
     return frame.with_columns(
         [pl.col(c).fill_null(0).cast(pl.Float64) for c in zero_filled]
@@ -137,20 +146,4 @@ def _same_creator(candidates, feedback, tracks) -> pl.DataFrame:
         .join(creators, on=s.TRACK_ID)
         .join(heard, on=[s.USER_ID, s.CREATOR_ID], how="semi")
         .select(s.USER_ID, s.TRACK_ID, pl.lit(1).alias(SAME_CREATOR))
-    )
-
-
-def _friends_plays(candidates, feedback, follows) -> pl.DataFrame:
-    """Plays of the candidate by the accounts the user follows."""
-    if follows.height == 0:
-        return pl.DataFrame(schema={s.USER_ID: pl.String, s.TRACK_ID: pl.String, FRIENDS_PLAYS: pl.Int64})
-    followed = follows.select(pl.col(s.FOLLOWER_ID).alias(s.USER_ID), s.FOLLOWEE_ID)
-    plays = feedback.filter(pl.col(PLAYS) > 0).select(
-        pl.col(s.USER_ID).alias(s.FOLLOWEE_ID), s.TRACK_ID, PLAYS
-    )
-    pairs = candidates.select(s.USER_ID, s.TRACK_ID).join(followed, on=s.USER_ID)
-    return (
-        pairs.join(plays, on=[s.FOLLOWEE_ID, s.TRACK_ID])
-        .group_by(s.USER_ID, s.TRACK_ID)
-        .agg(pl.col(PLAYS).sum().alias(FRIENDS_PLAYS))
     )
