@@ -17,7 +17,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, UsageError
 
 app = typer.Typer(
     help="A music recommender: batch runs into DuckDB, and the data they start from.",
@@ -157,6 +157,35 @@ def run(
 
 
 @app.command()
+def runs(store: StoreOption) -> None:
+    """List the store's runs, newest first: id, as-of time, status, input fingerprint, code
+    version, seconds, recommendations, and which one is current."""
+    from recsys.store import REGISTRY, list_runs
+
+    if not (store / REGISTRY).exists():
+        _fail(UsageError(f"{store}: no {REGISTRY}; run `recsys run DATA --store {store}` first"))
+    header = ("run", "as of (UTC)", "status", "input", "code", "seconds", "recommendations", "")
+    rows = [header]
+    for row in list_runs(store):
+        seconds, recs = row["seconds"], row["recommendations"]
+        rows.append((
+            row["id"], _minute(row["as_of"]), row["status"], row["fingerprint"],
+            row["code_version"] or "", "" if seconds is None else f"{seconds:,.1f}",
+            "" if recs is None else f"{recs:,}", "current" if row["current"] else "",
+        ))
+    # One line per run (a terminal may wrap it), so that the listing greps and diffs well.
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        console.print(Text(line), soft_wrap=True)
+
+
+def _minute(iso: str | None) -> str:
+    """An ISO time as "YYYY-MM-DD HH:MM"."""
+    return "" if not iso else iso.replace("T", " ")[:16]
+
+
+@app.command()
 def recommend(
     user: Annotated[str, typer.Argument(help="A user id as it is in the data.")],
     store: StoreOption,
@@ -167,7 +196,6 @@ def recommend(
 ) -> None:
     """Print one user's recommendations with their reasons and top SHAP contributions."""
     from recsys import queries
-    from recsys.errors import UsageError
     from recsys.store import open_run
 
     try:
