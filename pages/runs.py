@@ -32,3 +32,44 @@ if not gone.is_empty():
     with st.expander(f"Runs without a file ({gone.height}): failed, running or pruned"):
         st.dataframe(gone.select("id", "as_of", "status", "started_at", "seconds", "error"),
                      hide_index=True)
+
+st.subheader("Compare two runs")
+if kept.height < 2:
+    st.info("Only one run is kept: a comparison needs two.")
+    st.stop()
+labels = {row["id"]: ui.run_label(row) for row in kept.iter_rows(named=True)}
+ids = list(labels)
+left, right = st.columns(2)
+run_a = left.selectbox("Run A (before)", ids, index=1, format_func=labels.get, key=ui.DIFF_A_KEY)
+run_b = right.selectbox("Run B (after)", ids, index=0, format_func=labels.get, key=ui.DIFF_B_KEY)
+diff = ui.run_diff(run.store, run_a, run_b)
+if diff is None:
+    st.warning("One of these runs was deleted since it was listed.")
+    st.stop()
+
+st.text(f"Lists: the top {diff.n} of each user with a list in both runs")
+figures = st.columns(5)
+figures[0].metric("Users in both", f"{diff.churn.height:,}")
+figures[1].metric("Mean Jaccard", ui.maybe(diff.mean_jaccard, "{:.3f}"))
+figures[2].metric("Unchanged lists", ui.maybe(diff.unchanged_share, "{:.1%}"))
+figures[3].metric("Users only in A", f"{diff.only_a.height:,}")
+figures[4].metric("Users only in B", f"{diff.only_b.height:,}")
+st.plotly_chart(ui.jaccard_chart(diff.distribution))
+st.caption("Jaccard index of a user's two sets of tracks: 1 when the same tracks are served "
+           "(in any order), 0 when none is served again.")
+
+st.subheader("Exposure: the largest changes in share of the slots")
+for entity, tab in zip(ui.ENTITY_WORDS, st.tabs(list(ui.ENTITY_WORDS.values()))):
+    rose, fell = tab.columns(2)
+    rose.text("Rose most")
+    rose.dataframe(diff.rises(entity).drop("entity"), hide_index=True,
+                   column_config=ui.DIFF_COLUMNS)
+    fell.text("Fell most")
+    fell.dataframe(diff.falls(entity).drop("entity"), hide_index=True,
+                   column_config=ui.DIFF_COLUMNS)
+
+st.subheader("Popularity bias and evaluation")
+st.dataframe(diff.bias, hide_index=True)
+st.dataframe(diff.evaluation, hide_index=True)
+st.caption("change = B - A; evaluation values are the users-weighted means over each run's "
+           "validation windows.")

@@ -186,6 +186,78 @@ def _minute(iso: str | None) -> str:
 
 
 @app.command()
+def diff(
+    run_a: Annotated[str, typer.Argument(help="The earlier run's id (see `recsys runs`).")],
+    run_b: Annotated[str, typer.Argument(help="The later run's id.")],
+    store: StoreOption,
+    top: Annotated[int, typer.Option(help="Rises and falls listed per entity kind.", min=1)] = 10,
+) -> None:
+    """Compare two runs: per-user churn of the lists (Jaccard of the top-N sets), the tracks and
+    creators whose exposure rose or fell most, and the changes in bias and evaluation."""
+    from recsys.diff import diff_runs
+    from recsys.store import run_path
+
+    for run_id in (run_a, run_b):
+        if not run_path(store, run_id).exists():
+            _fail(UsageError(f"{store}: run {run_id} is not kept (see `recsys runs --store "
+                             f"{store}`)"))
+    result = diff_runs(run_path(store, run_a), run_path(store, run_b))
+    for line in _churn_lines(result):
+        console.print(line, highlight=False, soft_wrap=True)
+    for entity in ("track", "creator"):
+        for title, rows in (("rose", result.rises(entity, top)), ("fell", result.falls(entity, top))):
+            table = Table(title=f"{entity}s whose share of the slots {title} most")
+            for column in (entity, "slots A", "slots B", "share A", "share B", "change"):
+                table.add_column(column)
+            for row in rows.iter_rows(named=True):
+                name = f"{row['name']} ({row['entity_id']})" if row["name"] else row["entity_id"]
+                table.add_row(Text(name), f"{row['slots_a']:,}", f"{row['slots_b']:,}",
+                              f"{row['share_a']:.3%}", f"{row['share_b']:.3%}",
+                              f"{row['change']:+.3%}")
+            console.print(table)
+    _print_changes("popularity bias", result.bias, ("entity", "metric"))
+    _print_changes("ranker evaluation", result.evaluation, ("order", "metric"))
+
+
+def _churn_lines(result) -> list[str]:
+    a, b = result.run_a, result.run_b
+    lines = [f"A: run {a['run_id']} as of {a['as_of']:%Y-%m-%d %H:%M}, "
+             f"{a['recommendations']:,} recommendations",
+             f"B: run {b['run_id']} as of {b['as_of']:%Y-%m-%d %H:%M}, "
+             f"{b['recommendations']:,} recommendations"]
+    users = result.churn.height
+    if users:
+        lines.append(f"top {result.n} lists of {users:,} users in both runs: mean Jaccard "
+                     f"{result.mean_jaccard:.3f}, median {result.median_jaccard:.3f}, "
+                     f"unchanged {result.unchanged_share:.1%}")
+    lines.append(f"users with a list in A only: {result.only_a.height:,}; "
+                 f"in B only: {result.only_b.height:,}")
+    buckets = [f"{_bucket(row)} {row['users']:,}"
+               for row in result.distribution.iter_rows(named=True)]
+    lines.append("Jaccard distribution (users): " + ", ".join(buckets))
+    return lines
+
+
+def _bucket(row: dict) -> str:
+    """"[0.3, 0.4)", or "1.0" for the users whose tracks did not change."""
+    return "1.0" if row["low"] == 1.0 else f"[{row['low']:.1f}, {row['high']:.1f})"
+
+
+def _print_changes(title: str, frame, keys: tuple[str, str]) -> None:
+    table = Table(title=title)
+    for column in (*keys, "A", "B", "change"):
+        table.add_column(column)
+    for row in frame.iter_rows(named=True):
+        table.add_row(*(row[k] for k in keys), _number(row["value_a"]),
+                      _number(row["value_b"]), _number(row["change"], "+"))
+    console.print(table)
+
+
+def _number(value: float | None, sign: str = "") -> str:
+    return "" if value is None else f"{value:{sign}.4f}"
+
+
+@app.command()
 def recommend(
     user: Annotated[str, typer.Argument(help="A user id as it is in the data.")],
     store: StoreOption,

@@ -18,7 +18,7 @@ import polars as pl
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from recsys import queries, whatif
+from recsys import diff, queries, whatif
 from recsys.config import Config
 from recsys.stages.similarity import MEASURES
 from recsys.store import resolve_store
@@ -27,6 +27,8 @@ from recsys.store import resolve_store
 # that of the track explorer (?track=<id>).
 USER_KEY = "user"
 RUN_KEY = "run"  # the sidebar's run selector, bound to the query parameter ?run=<id>
+DIFF_A_KEY = "diff_run_a"
+DIFF_B_KEY = "diff_run_b"
 SEARCH_KEY = "user_search"
 ENTITY_KEY = "entity"
 TRACK_KEY = "track"
@@ -60,6 +62,13 @@ RUN_COLUMNS = {
     "fingerprint": st.column_config.TextColumn("input"),
     "code_version": st.column_config.TextColumn("code"),
     "seconds": st.column_config.NumberColumn(format="%.1f s"),
+}
+DIFF_COLUMNS = {
+    "share_a": st.column_config.NumberColumn("share A", format="percent"),
+    "share_b": st.column_config.NumberColumn("share B", format="percent"),
+    "change": st.column_config.NumberColumn(format="percent"),
+    "slots_a": st.column_config.NumberColumn("slots A"),
+    "slots_b": st.column_config.NumberColumn("slots B"),
 }
 
 REASON_WORDS = {
@@ -144,6 +153,34 @@ def _chosen_run(store: Path, current: Path) -> Path:
         st.query_params[RUN_KEY] = chosen
         st.sidebar.caption("An earlier run, as it was served that day; not the current one.")
     return path
+
+
+def run_diff(store: Path, run_a: str, run_b: str) -> diff.RunDiff | None:
+    """Run B against run A (see `recsys.diff`), cached per pair of run files; None when one of
+    them is no longer kept."""
+    paths = [queries.run_file(store, run_id) for run_id in (run_a, run_b)]
+    if None in paths:
+        return None
+    return _run_diff(str(paths[0]), str(paths[1]))
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing the runs…")
+def _run_diff(path_a: str, path_b: str) -> diff.RunDiff:
+    return diff.diff_runs(path_a, path_b)
+
+
+def jaccard_chart(distribution: pl.DataFrame) -> go.Figure:
+    """Users per tenth of the Jaccard index, and at exactly 1."""
+    labels = [f"{low:.1f}–{high:.1f}" if low < 1 else "1 (same)"
+              for low, high in zip(distribution["low"], distribution["high"])]
+    figure = go.Figure(go.Bar(x=labels, y=distribution["users"].to_list()))
+    figure.update_layout(xaxis_title="Jaccard index of the two lists", yaxis_title="users",
+                         margin=MARGIN, height=260)
+    return figure
+
+
+def maybe(value: float | None, template: str) -> str:
+    return "none" if value is None else template.format(value)
 
 
 def run_label(run: dict) -> str:

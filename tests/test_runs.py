@@ -165,3 +165,35 @@ def test_a_link_to_a_run_that_is_not_kept_shows_the_current_run(two_runs, monkey
     at = open_page(store, monkeypatch, run="20000101T000000Z-000000")
     assert "not kept" in at.warning[0].value
     assert any(t.startswith(f"Run {new},") for t in texts(at))
+
+
+def test_runs_page_compares_the_two_latest_runs(two_runs, monkeypatch):
+    _, store, (old, new) = two_runs
+    lists = {}
+    for run_id in (old, new):
+        rows = read(store, run_id, "SELECT user_id, list(track_id) FROM recommendations "
+                                   "GROUP BY user_id")
+        lists[run_id] = {user: set(tracks) for user, tracks in rows}
+    both = sorted(set(lists[old]) & set(lists[new]))
+    jaccard = [len(lists[old][u] & lists[new][u]) / len(lists[old][u] | lists[new][u])
+               for u in both]
+    shares = {}
+    for run_id in (old, new):
+        shares[run_id] = dict(read(store, run_id, "SELECT entity_id, recommendation_share "
+                                                  "FROM exposure WHERE entity = 'track'"))
+    change = {t: shares[new].get(t, 0) - shares[old].get(t, 0) for t in shares[new]}
+    top_rise = min(change, key=lambda t: (-change[t], t))  # ties by id
+
+    at = open_page(store, monkeypatch, RUNS_PAGE)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Users in both"] == f"{len(both):,}"
+    assert metrics["Mean Jaccard"] == f"{sum(jaccard) / len(jaccard):.3f}"
+    assert metrics["Unchanged lists"] == f"{sum(j == 1 for j in jaccard) / len(both):.1%}"
+    assert metrics["Users only in A"] == metrics["Users only in B"] == "0"
+    rises = [df.value for df in at.dataframe if "slots_a" in df.value.columns][0]
+    assert rises.loc[0, "entity_id"] == top_rise
+    assert rises.loc[0, "change"] == pytest.approx(change[top_rise])
+    [chart] = at.get("plotly_chart")
+    [bars] = json.loads(chart.proto.spec)["data"]
+    assert sum(bars["y"]) == len(both)
+    assert bars["y"][-1] == sum(j == 1 for j in jaccard)
