@@ -1,4 +1,5 @@
-"""The app: wires the pages together; each page opens the current run through `recsys.ui`.
+"""The app: wires the pages together; each page opens the run chosen in the sidebar (the
+current one by default) through `recsys.ui`.
 
     RECSYS_STORE=store streamlit run app.py
 """
@@ -12,5 +13,6 @@ pages = [
     st.Page("pages/supernodes.py", title="Super nodes", url_path="supernodes"),
     st.Page("pages/tracks.py", title="Track explorer", url_path="tracks"),
     st.Page("pages/follow.py", title="Who to follow", url_path="follow"),
+    st.Page("pages/runs.py", title="Runs", url_path="runs"),
 ]
 st.navigation(pages).run()

@@ -17,7 +17,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, UsageError
 
 app = typer.Typer(
     help="A music recommender: batch runs into DuckDB, and the data they start from.",
@@ -154,6 +154,107 @@ def run(
     for key in ("as_of", "users", "tracks", "events", "recommendations", "ranker_status",
                 "ndcg_ranker", "ndcg_candidate_order", "ndcg_users", "seconds", "peak_memory_mb"):
         console.print(f"  {key}: {summary[key]}", highlight=False)
+
+
+@app.command()
+def runs(store: StoreOption) -> None:
+    """List the store's runs, newest first: id, as-of time, status, input fingerprint, code
+    version, seconds, recommendations, and which one is current."""
+    from recsys.store import REGISTRY, list_runs
+
+    if not (store / REGISTRY).exists():
+        _fail(UsageError(f"{store}: no {REGISTRY}; run `recsys run DATA --store {store}` first"))
+    header = ("run", "as of (UTC)", "status", "input", "code", "seconds", "recommendations", "")
+    rows = [header]
+    for row in list_runs(store):
+        seconds, recs = row["seconds"], row["recommendations"]
+        rows.append((
+            row["id"], _minute(row["as_of"]), row["status"], row["fingerprint"],
+            row["code_version"] or "", "" if seconds is None else f"{seconds:,.1f}",
+            "" if recs is None else f"{recs:,}", "current" if row["current"] else "",
+        ))
+    # One line per run (a terminal may wrap it), so that the listing greps and diffs well.
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        console.print(Text(line), soft_wrap=True)
+
+
+def _minute(iso: str | None) -> str:
+    """An ISO time as "YYYY-MM-DD HH:MM"."""
+    return "" if not iso else iso.replace("T", " ")[:16]
+
+
+@app.command()
+def diff(
+    run_a: Annotated[str, typer.Argument(help="The earlier run's id (see `recsys runs`).")],
+    run_b: Annotated[str, typer.Argument(help="The later run's id.")],
+    store: StoreOption,
+    top: Annotated[int, typer.Option(help="Rises and falls listed per entity kind.", min=1)] = 10,
+) -> None:
+    """Compare two runs: per-user churn of the lists (Jaccard of the top-N sets), the tracks and
+    creators whose exposure rose or fell most, and the changes in bias and evaluation."""
+    from recsys.diff import diff_runs
+    from recsys.store import run_path
+
+    for run_id in (run_a, run_b):
+        if not run_path(store, run_id).exists():
+            _fail(UsageError(f"{store}: run {run_id} is not kept (see `recsys runs --store "
+                             f"{store}`)"))
+    result = diff_runs(run_path(store, run_a), run_path(store, run_b))
+    for line in _churn_lines(result):
+        console.print(line, highlight=False, soft_wrap=True)
+    for entity in ("track", "creator"):
+        for title, rows in (("rose", result.rises(entity, top)), ("fell", result.falls(entity, top))):
+            table = Table(title=f"{entity}s whose share of the slots {title} most")
+            for column in (entity, "slots A", "slots B", "share A", "share B", "change"):
+                table.add_column(column)
+            for row in rows.iter_rows(named=True):
+                name = f"{row['name']} ({row['entity_id']})" if row["name"] else row["entity_id"]
+                table.add_row(Text(name), f"{row['slots_a']:,}", f"{row['slots_b']:,}",
+                              f"{row['share_a']:.3%}", f"{row['share_b']:.3%}",
+                              f"{row['change']:+.3%}")
+            console.print(table)
+    _print_changes("popularity bias", result.bias, ("entity", "metric"))
+    _print_changes("ranker evaluation", result.evaluation, ("order", "metric"))
+
+
+def _churn_lines(result) -> list[str]:
+    a, b = result.run_a, result.run_b
+    lines = [f"A: run {a['run_id']} as of {a['as_of']:%Y-%m-%d %H:%M}, "
+             f"{a['recommendations']:,} recommendations",
+             f"B: run {b['run_id']} as of {b['as_of']:%Y-%m-%d %H:%M}, "
+             f"{b['recommendations']:,} recommendations"]
+    users = result.churn.height
+    if users:
+        lines.append(f"top {result.n} lists of {users:,} users in both runs: mean Jaccard "
+                     f"{result.mean_jaccard:.3f}, median {result.median_jaccard:.3f}, "
+                     f"unchanged {result.unchanged_share:.1%}")
+    lines.append(f"users with a list in A only: {result.only_a.height:,}; "
+                 f"in B only: {result.only_b.height:,}")
+    buckets = [f"{_bucket(row)} {row['users']:,}"
+               for row in result.distribution.iter_rows(named=True)]
+    lines.append("Jaccard distribution (users): " + ", ".join(buckets))
+    return lines
+
+
+def _bucket(row: dict) -> str:
+    """"[0.3, 0.4)", or "1.0" for the users whose tracks did not change."""
+    return "1.0" if row["low"] == 1.0 else f"[{row['low']:.1f}, {row['high']:.1f})"
+
+
+def _print_changes(title: str, frame, keys: tuple[str, str]) -> None:
+    table = Table(title=title)
+    for column in (*keys, "A", "B", "change"):
+        table.add_column(column)
+    for row in frame.iter_rows(named=True):
+        table.add_row(*(row[k] for k in keys), _number(row["value_a"]),
+                      _number(row["value_b"]), _number(row["change"], "+"))
+    console.print(table)
+
+
+def _number(value: float | None, sign: str = "") -> str:
+    return "" if value is None else f"{value:{sign}.4f}"
 
 
 @app.command()

@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from recsys import schema as s
-from recsys.store import CURRENT, current_run_id, read_registry
+from recsys.store import CURRENT, current_run_id, list_runs, read_registry, run_path
 
 USER_MATCHES = 50
 HISTORY_ROWS = 10
@@ -310,6 +310,34 @@ def run_in_progress(store: str | Path) -> dict | None:
         if entry.get("status") == RUNNING and entry["id"] > current and _alive(entry.get("pid"))
     ]
     return max(running, key=lambda entry: entry["id"], default=None)
+
+
+RUN_COLUMNS = {
+    "id": pl.String, "as_of": pl.String, "status": pl.String, "started_at": pl.String,
+    "seconds": pl.Float64, "recommendations": pl.Int64, "fingerprint": pl.String,
+    "code_version": pl.String, "current": pl.Boolean, "kept": pl.Boolean, "error": pl.String,
+}
+
+
+def registry_runs(store: str | Path) -> pl.DataFrame:
+    """Every run of the store's registry, newest first: id, as_of, status, started_at,
+    seconds, recommendations, fingerprint (its start), code_version, current, kept (its file
+    is still in runs/), error."""
+    rows = [{k: row[k] for k in RUN_COLUMNS} for row in list_runs(store)]
+    return pl.DataFrame(rows, schema=RUN_COLUMNS)
+
+
+def kept_runs(store: str | Path) -> pl.DataFrame:
+    """The runs one can open (their files are kept), newest first; see `registry_runs`."""
+    return registry_runs(store).filter(pl.col("kept"))
+
+
+def run_file(store: str | Path, run_id: str) -> Path | None:
+    """The file of kept run `run_id`, or None when it is not (or no longer) in runs/."""
+    if "/" in run_id or run_id.startswith("."):
+        return None
+    path = run_path(store, run_id)
+    return path.resolve() if path.exists() else None
 
 
 def _alive(pid: object) -> bool:

@@ -43,6 +43,8 @@ KILLED = "the process ended without finishing (killed?)"
 # /proc/<pid>/stat gives a process's start in clock ticks after boot, and boot is given to the
 # second: a process that started this much later than its run did is another one.
 START_SLACK_SECONDS = 2.0
+# Characters of the input fingerprint (a sha256) shown in listings: enough to tell inputs apart.
+FINGERPRINT_SHOWN = 12
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -159,8 +161,9 @@ def _process_start(pid: int) -> float | None:
 
 
 def list_runs(store: str | Path) -> list[dict]:
-    """The registry's runs, newest first, each with `current` (bool) and `seconds` (None
-    until it finished); a running entry whose process ended shows as failed."""
+    """The registry's runs, newest first, each with `current` (bool), `kept` (its run file is
+    in runs/), `seconds` (None until it finished) and the first characters of its input
+    `fingerprint`; a running entry whose process ended shows as failed."""
     store = Path(store)
     current = current_run_id(store)
     rows = []
@@ -172,9 +175,17 @@ def list_runs(store: str | Path) -> list[dict]:
             "id": entry["id"], "status": status, "as_of": entry.get("as_of"),
             "started_at": entry.get("started_at"), "seconds": _seconds(entry),
             "recommendations": (entry.get("counts") or {}).get("recommendations"),
-            "current": entry["id"] == current, "error": error,
+            "fingerprint": (entry.get("fingerprint") or "")[:FINGERPRINT_SHOWN],
+            "code_version": entry.get("code_version"), "input": entry.get("input"),
+            "current": entry["id"] == current,
+            "kept": run_path(store, entry["id"]).exists(), "error": error,
         })
     return rows
+
+
+def kept_runs(store: str | Path) -> list[dict]:
+    """The runs whose files are kept (see `list_runs`), newest first: the runs one can open."""
+    return [row for row in list_runs(store) if row["kept"]]
 
 
 def _seconds(entry: dict) -> float | None:

@@ -18,7 +18,7 @@ import polars as pl
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from recsys import queries, shap_on_demand, whatif
+from recsys import diff, queries, shap_on_demand, whatif
 from recsys.config import Config
 from recsys.stages.treeshap import TreeShap
 from recsys.stages.similarity import MEASURES
@@ -27,6 +27,9 @@ from recsys.store import resolve_store
 # Widget keys; USER_KEY is also the query parameter of the inspector (?user=<id>), TRACK_KEY
 # that of the track explorer (?track=<id>).
 USER_KEY = "user"
+RUN_KEY = "run"  # the sidebar's run selector, bound to the query parameter ?run=<id>
+DIFF_A_KEY = "diff_run_a"
+DIFF_B_KEY = "diff_run_b"
 SEARCH_KEY = "user_search"
 ENTITY_KEY = "entity"
 TRACK_KEY = "track"
@@ -54,6 +57,19 @@ EXPOSURE_COLUMNS = {
     "recommendation_share": st.column_config.NumberColumn(format="percent"),
     "mean_share": st.column_config.NumberColumn(format="percent"),
     "amplification": st.column_config.NumberColumn(format="%.2f×"),
+}
+RUN_COLUMNS = {
+    "open": st.column_config.LinkColumn(display_text="open"),
+    "fingerprint": st.column_config.TextColumn("input"),
+    "code_version": st.column_config.TextColumn("code"),
+    "seconds": st.column_config.NumberColumn(format="%.1f s"),
+}
+DIFF_COLUMNS = {
+    "share_a": st.column_config.NumberColumn("share A", format="percent"),
+    "share_b": st.column_config.NumberColumn("share B", format="percent"),
+    "change": st.column_config.NumberColumn(format="percent"),
+    "slots_a": st.column_config.NumberColumn("slots A"),
+    "slots_b": st.column_config.NumberColumn("slots B"),
 }
 
 LEDGER_COLUMNS = ("rank", "title", "rank_before", "moved", "sources", "top_shap")
@@ -110,17 +126,86 @@ def _read(path: str, name: str, args: tuple) -> Any:
 
 
 def setup() -> Run:
-    """Open the store's current run for a page, or say that there is none and stop."""
+    """Open the run chosen in the sidebar (the current one unless another kept run is chosen,
+    or named by `?run=<id>`) for a page, or say that there is no run and stop."""
     _run_through_app()
     store = resolve_store()
-    path = queries.current_run_file(store)
-    if path is None:
+    current = queries.current_run_file(store)
+    if current is None:
         st.info("There is no run in this store yet. Run the batch first:")
         st.code(f"recsys run DATA --store {store}", language="bash")
         st.stop()
     if queries.run_in_progress(store) is not None:
         st.caption(IN_PROGRESS)
-    return Run(store, str(path))
+    return Run(store, str(_chosen_run(store, current)))
+
+
+def _chosen_run(store: Path, current: Path) -> Path:
+    """The file of the run chosen in the sidebar; the current run by default, or the run that
+    the link names (`?run=<id>`). The choice holds across pages."""
+    kept = queries.kept_runs(store)
+    labels = {row["id"]: run_label(row) for row in kept.iter_rows(named=True)}
+    current_id = current.name.removesuffix(".duckdb")
+    labels.setdefault(current_id, f"{current_id} · current")
+    options = list(labels)
+    linked = st.query_params.get(RUN_KEY)
+    if linked and linked not in labels:
+        st.warning("The run named in the link is not kept in this store; showing the current "
+                   "run.")
+    start = linked if linked in labels else current_id
+    chosen = st.sidebar.selectbox(
+        "Run", options, index=options.index(start), format_func=labels.get, key=RUN_KEY,
+        persist_state="session",
+        help="Every page shows this run, read-only; the last `store.keep_runs` runs are kept.",
+    )
+    path = queries.run_file(store, chosen) if chosen != current_id else current
+    if path is None:
+        st.warning("The chosen run was deleted since it was listed; showing the current run.")
+        chosen, path = current_id, current
+    if chosen == current_id:
+        st.query_params.pop(RUN_KEY, None)
+    else:
+        st.query_params[RUN_KEY] = chosen
+        st.sidebar.caption("An earlier run, as it was served that day; not the current one.")
+    return path
+
+
+def run_diff(store: Path, run_a: str, run_b: str) -> diff.RunDiff | None:
+    """Run B against run A (see `recsys.diff`), cached per pair of run files; None when one of
+    them is no longer kept."""
+    paths = [queries.run_file(store, run_id) for run_id in (run_a, run_b)]
+    if None in paths:
+        return None
+    return _run_diff(str(paths[0]), str(paths[1]))
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing the runs…")
+def _run_diff(path_a: str, path_b: str) -> diff.RunDiff:
+    return diff.diff_runs(path_a, path_b)
+
+
+def jaccard_chart(distribution: pl.DataFrame) -> go.Figure:
+    """Users per tenth of the Jaccard index, and at exactly 1."""
+    labels = [f"{low:.1f}–{high:.1f}" if low < 1 else "1 (same)"
+              for low, high in zip(distribution["low"], distribution["high"])]
+    figure = go.Figure(go.Bar(x=labels, y=distribution["users"].to_list()))
+    figure.update_layout(xaxis_title="Jaccard index of the two lists", yaxis_title="users",
+                         margin=MARGIN, height=260)
+    return figure
+
+
+def maybe(value: float | None, template: str) -> str:
+    return "none" if value is None else template.format(value)
+
+
+def run_label(run: dict) -> str:
+    """ "as of YYYY-MM-DD HH:MM · <id>", with " · current" for the current run."""
+    return f"as of {minute(run['as_of'])} · {run['id']}" + (" · current" if run["current"] else "")
+
+
+def minute(iso: str | None) -> str:
+    """An ISO time from the registry as "YYYY-MM-DD HH:MM"."""
+    return (iso or "").replace("T", " ")[:16]
 
 
 def _run_through_app() -> None:
