@@ -156,11 +156,13 @@ def _als(train: Train, users: pl.Series, k: int, params: dict, cfg: Config):
 
     ev = cfg.evaluation
     matrix, user_map, track_map = _positive_matrix(train, binary=False)
-    model = AlternatingLeastSquares(
-        factors=params["factors"], regularization=params["regularization"], alpha=ev.als_alpha,
-        iterations=ev.als_iterations, random_state=ev.seed, num_threads=1,
-    )
+    # One BLAS thread: implicit's solver runs its own, and warns (rightly) otherwise.
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=params["factors"], regularization=params["regularization"],
+            alpha=ev.als_alpha, iterations=ev.als_iterations, random_state=ev.seed,
+            num_threads=1,
+        )
         model.fit(matrix.astype(np.float32), show_progress=False)
     rows, known = _rows_of(users, user_map)
     if len(rows) == 0:
@@ -186,10 +188,10 @@ def _similarity(train: Train, users: pl.Series, k: int, measure: str, neighbours
                 cfg: Config) -> pl.DataFrame:
     """The similarity expansion alone: each unheard neighbour of the user's seeds, by the sum of
     their similarities, from the `neighbours` nearest of each seed."""
-    key = (SIMILARITY, measure)
+    most = max(cfg.evaluation.similarity_k + (neighbours,))
+    sim_cfg = cfg.similarity.model_copy(update={"measure": measure, "k": most})
+    key = (SIMILARITY, sim_cfg.model_dump_json())
     if key not in train.cache:
-        most = max(cfg.evaluation.similarity_k + (neighbours,))
-        sim_cfg = cfg.similarity.model_copy(update={"measure": measure, "k": most})
         train.cache[key] = similar_tracks(train.feedback, sim_cfg, moment=train.moment)
     similar = train.cache[key].filter(pl.col(NEIGHBOUR_RANK) <= neighbours)
     seeds = cand.seeds(train.feedback, cfg.candidates).join(users.to_frame(s.USER_ID),
