@@ -73,11 +73,12 @@ def similarity_model(measure: str) -> str:
 
 
 def model_names(cfg: Config) -> list[str]:
-    """The models `cfg.evaluation.models` asks for, "similarity" expanded per measure."""
+    """The models `cfg.evaluation.models` asks for, once each, "similarity" expanded per
+    measure."""
     names = []
     for model in cfg.evaluation.models:
         names += [similarity_model(m) for m in MEASURES] if model == SIMILARITY else [model]
-    return names
+    return list(dict.fromkeys(names))
 
 
 def grid(model: str, cfg: Config) -> list[dict]:
@@ -196,8 +197,12 @@ def _similarity(train: Train, users: pl.Series, k: int, measure: str, neighbours
     similar = train.cache[key].filter(pl.col(NEIGHBOUR_RANK) <= neighbours)
     seeds = cand.seeds(train.feedback, cfg.candidates).join(users.to_frame(s.USER_ID),
                                                              on=s.USER_ID, how="semi")
-    steps = cand.similar_candidates(seeds, similar, train.heard())
-    scored = steps.group_by(s.USER_ID, s.TRACK_ID).agg(pl.col(cand.CONTRIBUTION).sum())
+    # Summed in a fixed order: the join's row order varies between runs, and float sums in
+    # another order can break a tie the other way.
+    steps = cand.similar_candidates(seeds, similar, train.heard()).sort(
+        s.USER_ID, s.TRACK_ID, cand.SEED_TRACK_ID)
+    scored = steps.group_by(s.USER_ID, s.TRACK_ID, maintain_order=True).agg(
+        pl.col(cand.CONTRIBUTION).sum())
     return _top(scored, cand.CONTRIBUTION, k)
 
 

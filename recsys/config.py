@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
@@ -168,14 +168,17 @@ class CurationConfig(_Section):
     block_creators: tuple[str, ...] = ()
 
 
-EvaluationModel = Literal["most_popular", "ease", "als", "walks", "similarity", "hybrid"]
+# "similarity" stands for one model per measure; "similarity:<measure>" for one of them.
+EvaluationModel = Literal[(
+    "most_popular", "ease", "als", "walks", "similarity", "hybrid",
+    *(f"similarity:{measure}" for measure in get_args(SimilarityMeasure)),
+)]
 
 
 class EvaluationConfig(_Section):
     """`recsys evaluate`: the models compared, the cuts, and each baseline's tuning grid."""
 
     ks: tuple[PositiveInt, ...] = Field((5, 10, 20), min_length=1, description="list lengths measured")
-    # "similarity" stands for one model per measure: similarity:cooccurrence, ...
     models: tuple[EvaluationModel, ...] = (
         "most_popular", "ease", "als", "walks", "similarity", "hybrid",
     )

@@ -332,6 +332,8 @@ def run_evaluation(data_dir: str | Path, store: str | Path, *, cfg: Config,
         "models": pl.DataFrame({MODEL: list(result.status), "status": list(result.status.values())},
                                schema={MODEL: pl.String, "status": pl.String}),
         "tuning": tuning_table(result.tuning),
+        "lists": result.lists.select(MODEL, CUT, s.USER_ID, RANK, s.TRACK_ID)
+        .sort(MODEL, CUT, s.USER_ID, RANK),
         "faithfulness": result.faithfulness if result.faithfulness is not None
         else faithfulness.empty(),
     }
