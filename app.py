@@ -11,5 +11,6 @@ pages = [
     st.Page("pages/inspector.py", title="User inspector", url_path="inspector"),
     st.Page("pages/supernodes.py", title="Super nodes", url_path="supernodes"),
     st.Page("pages/tracks.py", title="Track explorer", url_path="tracks"),
+    st.Page("pages/evaluation.py", title="Evaluation", url_path="evaluation"),
 ]
 st.navigation(pages).run()

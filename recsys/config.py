@@ -188,9 +188,10 @@ class EvaluationConfig(_Section):
     # left out of it, and past `ease_max_tracks` EASE is skipped (4 bytes per cell, times 3).
     ease_min_listeners: int = Field(2, ge=1)
     ease_max_tracks: int = Field(12_000, ge=1)
-    ease_lambdas: tuple[PositiveFloat, ...] = Field((10.0, 100.0, 500.0), min_length=1)
+    ease_lambdas: tuple[PositiveFloat, ...] = Field((10.0, 100.0, 500.0, 2000.0), min_length=1)
     als_factors: tuple[PositiveInt, ...] = Field((16, 64), min_length=1)
-    als_regularization: tuple[NonNegativeFloat, ...] = Field((0.01, 0.1, 1.0), min_length=1)
+    als_regularization: tuple[NonNegativeFloat, ...] = Field((0.01, 0.1, 1.0, 10.0),
+                                                           min_length=1)
     als_iterations: int = Field(15, ge=1)
     als_alpha: float = Field(1.0, gt=0, description="confidence per unit of strength")
     similarity_k: tuple[PositiveInt, ...] = Field((20, 50, 100), min_length=1)
