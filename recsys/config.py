@@ -184,6 +184,8 @@ class EvaluationConfig(_Section):
     )
     min_users: int = Field(100, ge=1, description="users scored before no more cuts are stacked")
     max_cuts: int = Field(8, ge=1, description="rolling cuts stacked at most")
+    # Tune each baseline on the window before every cut, or once before the earliest cut.
+    tune_each_cut: bool = True
     # EASE inverts a dense tracks x tracks matrix: tracks with fewer positive listeners are
     # left out of it, and past `ease_max_tracks` EASE is skipped (4 bytes per cell, times 3).
     ease_min_listeners: int = Field(2, ge=1)

@@ -9,6 +9,8 @@ cuts one window earlier each are stacked, up to `evaluation.max_cuts`. At each c
   window on a track they had not heard before it (users with none are left out and counted);
 - each baseline's settings are tuned on the window just before the cut (models fitted on the
   events before that window, chosen by NDCG@10), then refitted on every event before the cut;
+  with `evaluation.tune_each_cut` off, they are tuned once, on the window before the earliest
+  cut, and kept at every cut (still never on a test window, and far cheaper for EASE);
 - the hybrid is the batch itself: `pipeline.fit_ranker` and `pipeline.serve` at the cut, which
   train the ranker on earlier windows only and early-stop on the window before the cut.
 
@@ -132,6 +134,7 @@ class Evaluation:
     tuning: list[dict] = field(default_factory=list)
     status: dict[str, str] = field(default_factory=dict)
     faithfulness: pl.DataFrame | None = None
+    chosen: dict[str, dict] = field(default_factory=dict)
 
 
 def tune(model: str, cut: Cut, cfg: Config) -> tuple[dict, list[dict]]:
@@ -158,7 +161,11 @@ def evaluate_baseline(model: str, cut: Cut, cfg: Config, result: Evaluation) -> 
     """The lists of `model` for the cut's scored users, tuned first; empty when it is skipped."""
     started = time.perf_counter()
     try:
-        params, rows = tune(model, cut, cfg)
+        if cfg.evaluation.tune_each_cut or model not in result.chosen:
+            params, rows = tune(model, cut, cfg)
+            result.chosen[model] = params
+        else:
+            params, rows = result.chosen[model], []
         lists = baselines.recommend(model, cut.test.train, cut.test.users[s.USER_ID],
                                     max(cfg.evaluation.ks), params, cfg)
     except ModelSkipped as exc:
@@ -199,11 +206,12 @@ def evaluate_hybrid(data: Dataset, cut: Cut, cfg: Config, result: Evaluation) ->
 
 def run_models(data: Dataset, cuts: list[Cut], cfg: Config,
                progress: Progress | None = None) -> Evaluation:
-    """Every model's lists at every cut, with the tuning rows and the models' status."""
+    """Every model's lists at every cut, with the tuning rows and the models' status. The cuts
+    run from the earliest, where the settings are tuned once when `tune_each_cut` is off."""
     models = baselines.model_names(cfg)
     result = Evaluation(cuts, pl.DataFrame())
     frames, done = [], 0
-    for cut in cuts:
+    for cut in reversed(cuts):
         for model in models:
             if not result.status.get(model, "").startswith("skipped"):
                 lists = (evaluate_hybrid(data, cut, cfg, result) if model == HYBRID

@@ -286,3 +286,20 @@ def test_the_file_holds_the_faithfulness_of_the_latest_cut(evaluation_file):
     assert rows["seed_track_id"].null_count() == 0
     assert (rows["dropped"] == (rows["score_after"] < rows["score_before"])).all()
     assert set(rows["reason_kind"]) <= {"similar", "walk"}
+
+
+@pytest.mark.parametrize("each_cut", [True, False])
+def test_settings_are_tuned_before_every_cut_or_once_before_the_earliest(each_cut):
+    data = dataset(rolling_log(5), tracks([(f"t{i}", "c", "g") for i in range(4)]
+                                          + [(f"n{w}", "c", "g") for w in range(1, 5)]))
+    cfg = Config.model_validate({
+        "labels": {"window_days": 10}, "similarity": {"min_co_count": 1},
+        "evaluation": {"min_users": 3, "models": ["similarity:cooccurrence"],
+                       "similarity_k": [5, 1], "tune_each_cut": each_cut},
+    })
+    cuts = plan_cuts(data, day(40), cfg)
+    result = run_models(data, cuts, cfg)
+    tuned_at = sorted({row["cut"] for row in result.tuning})
+    assert tuned_at == ([0, 1, 2] if each_cut else [2])
+    assert all(row["validation_users"] == 1 for row in result.tuning)
+    assert set(result.lists["cut"]) == {0, 1, 2}
