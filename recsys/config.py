@@ -178,7 +178,8 @@ EvaluationModel = Literal[(
 class EvaluationConfig(_Section):
     """`recsys evaluate`: the models compared, the cuts, and each baseline's tuning grid."""
 
-    ks: tuple[PositiveInt, ...] = Field((5, 10, 20), min_length=1, description="list lengths measured")
+    ks: tuple[PositiveInt, ...] = Field((5, 10, 20), min_length=1,
+                                        description="list lengths measured")
     models: tuple[EvaluationModel, ...] = (
         "most_popular", "ease", "als", "walks", "similarity", "hybrid",
     )
@@ -190,7 +191,8 @@ class EvaluationConfig(_Section):
     # left out of it, and past `ease_max_tracks` EASE is skipped (4 bytes per cell, times 3).
     ease_min_listeners: int = Field(2, ge=1)
     ease_max_tracks: int = Field(12_000, ge=1)
-    ease_lambdas: tuple[PositiveFloat, ...] = Field((10.0, 100.0, 500.0, 2000.0), min_length=1)
+    ease_lambdas: tuple[PositiveFloat, ...] = Field((10.0, 100.0, 500.0, 2000.0),
+                                                    min_length=1)
     als_factors: tuple[PositiveInt, ...] = Field((16, 64), min_length=1)
     als_regularization: tuple[NonNegativeFloat, ...] = Field((0.01, 0.1, 1.0, 10.0),
                                                            min_length=1)

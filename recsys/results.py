@@ -100,7 +100,7 @@ def metrics(con: duckdb.DuckDBPyConnection, slice_kind: str = "all") -> pl.DataF
 
 def model_status(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """model, status: evaluated, or skipped and why."""
-    return read(con, "SELECT model, status FROM models")
+    return read(con, "SELECT model, status FROM model_status")
 
 
 def tuning(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

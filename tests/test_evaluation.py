@@ -154,7 +154,7 @@ def test_no_model_at_a_cut_sees_what_happens_after_it():
 def evaluation_file(evaluated_store):
     with duckdb.connect(str(latest(evaluated_store, EVALUATIONS)), read_only=True) as con:
         yield {name: con.sql(f"SELECT * FROM {name}").pl()
-               for name in ("evaluation", "cuts", "metrics", "models", "tuning", "lists",
+               for name in ("evaluation", "cuts", "metrics", "model_status", "tuning", "lists",
                             "faithfulness")}
 
 
@@ -214,7 +214,7 @@ def test_every_model_and_slice_is_in_the_file(evaluation_file):
     assert models == {"most_popular", "ease", "als", "walks", "hybrid",
                       *(f"similarity:{m}" for m in ("cooccurrence", "cosine", "jaccard", "lift",
                                                     "bm25", "rp3beta"))}
-    assert set(evaluation_file["models"]["status"]) <= {"evaluated", "ranker fitted"}
+    assert set(evaluation_file["model_status"]["status"]) <= {"evaluated", "ranker fitted"}
     names = set(metrics["metric"])
     for k in (5, 10, 20):
         for metric in ("precision", "recall", "ndcg", "map", "hit_rate", "novelty", "gini",
@@ -303,3 +303,21 @@ def test_settings_are_tuned_before_every_cut_or_once_before_the_earliest(each_cu
     assert tuned_at == ([0, 1, 2] if each_cut else [2])
     assert all(row["validation_users"] == 1 for row in result.tuning)
     assert set(result.lists["cut"]) == {0, 1, 2}
+
+
+def test_every_table_and_column_of_evaluation_and_sweep_files_is_documented(evaluated_store):
+    import re
+
+    from conftest import ROOT
+    from recsys.results import SWEEPS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for folder in (EVALUATIONS, SWEEPS):
+        with duckdb.connect(str(latest(evaluated_store, folder)), read_only=True) as con:
+            for (table,) in con.execute("SHOW TABLES").fetchall():
+                row = re.search(rf"^\| `{table}` \|(.*)$", readme, flags=re.MULTILINE)
+                assert row, f"{folder} table {table} is not in the README"
+                columns = [d[0] for d in con.execute(f'SELECT * FROM "{table}" LIMIT 0')
+                           .description]
+                for column in columns:
+                    assert f"`{column}`" in row.group(1), f"{table}.{column} not in README"
