@@ -192,7 +192,11 @@ def evaluate_hybrid(data: Dataset, cut: Cut, cfg: Config, result: Evaluation) ->
     stage = StageLog(None, total=0)
     outcome = fit_ranker(data, cut.test.start, batch_cfg, stage)
     tables = serve(data, cut.test.start, outcome.ranker, batch_cfg, stage)
-    result.status[HYBRID] = f"ranker {outcome.status}" if outcome.ranker else outcome.status
+    note = f"ranker {outcome.status}" if outcome.ranker else outcome.status
+    before = result.status.get(HYBRID)
+    if before not in (None, note):
+        note = f"{before}; cut {cut.index}: {note}"
+    result.status[HYBRID] = note
     if cut.index == 0 and outcome.ranker is not None and cfg.evaluation.faithfulness_sample:
         result.faithfulness = faithfulness.seed_removal(
             data, cut.test.start, tables, outcome.ranker, batch_cfg,

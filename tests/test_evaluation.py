@@ -248,7 +248,7 @@ def test_each_baseline_is_tuned_on_the_validation_window_only(evaluation_file):
 def test_the_cli_prints_the_users_per_cut_and_writes_a_file(small_data, tmp_path):
     config = tmp_path / "eval.toml"
     config.write_text('[ranker]\ntraining_cuts = 1\n[evaluation]\nmodels = ["most_popular", '
-                      '"similarity:cosine"]\n')
+                      '"similarity:cosine", "ease"]\nease_max_tracks = 5\n')
     store = tmp_path / "store"
     result = CliRunner(env={"COLUMNS": "200"}).invoke(
         app, ["evaluate", str(small_data), "--store", str(store), "--config", str(config)])
@@ -261,6 +261,13 @@ def test_the_cli_prints_the_users_per_cut_and_writes_a_file(small_data, tmp_path
     assert f"{scored:,} users scored" in result.output
     assert "similarity:cosine" in result.output and f"{ndcg:.4f}" in result.output
     assert f"written to {path}" in result.output.replace("\n", "")
+    # EASE is skipped, saying why and what to change; the other models are still measured.
+    assert "ease: skipped: " in result.output
+    assert "more than evaluation.ease_max_tracks = 5" in " ".join(result.output.split())
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM metrics WHERE model = 'ease'").fetchall()[0][0] == 0
+        status = dict(con.sql("SELECT model, status FROM model_status").fetchall())
+    assert status["ease"].startswith("skipped: ") and status["most_popular"] == "evaluated"
     assert not list(store.glob("evaluations/.*"))  # no temporary file left
 
 

@@ -7,7 +7,6 @@ engine (`recsys.whatif`, another path through the stages) gives the same list ch
 from __future__ import annotations
 
 import duckdb
-import lightgbm as lgb
 import polars as pl
 import pytest
 
