@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
+    ValidationError,
+)
 
 from recsys.errors import ConfigError
 
@@ -250,6 +253,51 @@ class FollowConfig(_Section):
     holdout_share: float = Field(0.2, gt=0, lt=0.5)
     seed: int = Field(0, ge=0, description="seed of the hold-outs, ALS and the communities")
     num_threads: int = Field(1, ge=1, description="ALS threads")
+# "similarity" stands for one model per measure; "similarity:<measure>" for one of them.
+EvaluationModel = Literal[(
+    "most_popular", "ease", "als", "walks", "similarity", "hybrid",
+    *(f"similarity:{measure}" for measure in get_args(SimilarityMeasure)),
+)]
+
+
+class EvaluationConfig(_Section):
+    """`recsys evaluate`: the models compared, the cuts, and each baseline's tuning grid."""
+
+    ks: tuple[PositiveInt, ...] = Field((5, 10, 20), min_length=1,
+                                        description="list lengths measured")
+    models: tuple[EvaluationModel, ...] = (
+        "most_popular", "ease", "als", "walks", "similarity", "hybrid",
+    )
+    min_users: int = Field(100, ge=1, description="users scored before no more cuts are stacked")
+    max_cuts: int = Field(8, ge=1, description="rolling cuts stacked at most")
+    # Tune each baseline on the window before every cut, or once before the earliest cut.
+    tune_each_cut: bool = True
+    # EASE inverts a dense tracks x tracks matrix: tracks with fewer positive listeners are
+    # left out of it, and past `ease_max_tracks` EASE is skipped (4 bytes per cell, times 3).
+    ease_min_listeners: int = Field(2, ge=1)
+    ease_max_tracks: int = Field(12_000, ge=1)
+    ease_lambdas: tuple[PositiveFloat, ...] = Field((10.0, 100.0, 500.0, 2000.0),
+                                                    min_length=1)
+    als_factors: tuple[PositiveInt, ...] = Field((16, 64), min_length=1)
+    als_regularization: tuple[NonNegativeFloat, ...] = Field((0.01, 0.1, 1.0, 10.0),
+                                                           min_length=1)
+    als_iterations: int = Field(15, ge=1)
+    als_alpha: float = Field(1.0, gt=0, description="confidence per unit of strength")
+    similarity_k: tuple[PositiveInt, ...] = Field((20, 50, 100), min_length=1)
+    walks_restart: tuple[Annotated[float, Field(gt=0, le=1)], ...] = Field(
+        (0.15, 0.3, 0.5), min_length=1
+    )
+    faithfulness_sample: int = Field(100, ge=0, description="recommendations tested, 0: none")
+    seed: int = 0
+
+
+class SweepConfig(_Section):
+    """`recsys sweep`: the damping settings tried on a sample of users."""
+
+    users: int = Field(500, ge=1, description="users in the seeded sample")
+    seed: int = 0
+    betas: tuple[Annotated[float, Field(ge=0, le=2)], ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    bm25_b: tuple[Annotated[float, Field(ge=0, le=1)], ...] = (0.25, 0.5, 0.75, 1.0)
 
 
 class StoreConfig(_Section):
@@ -270,6 +318,8 @@ class Config(_Section):
     follow: FollowConfig = FollowConfig()
     store: StoreConfig = StoreConfig()
     generator: GeneratorConfig = GeneratorConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    sweep: SweepConfig = SweepConfig()
 
 
 def load_config(path: str | Path | None = None) -> Config:

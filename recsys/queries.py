@@ -571,3 +571,32 @@ def follow_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     found = read(con, "SELECT count(*) AS suggestions, count(DISTINCT user_id) AS users "
                       "FROM follow_recommendations")
     return found.row(0, named=True)
+# The global SHAP summary of the Evaluation page.
+
+SHAP_POINTS_PER_FEATURE = 400
+
+
+def shap_points(
+    con: duckdb.DuckDBPyConnection, *, per_feature: int = SHAP_POINTS_PER_FEATURE
+) -> pl.DataFrame:
+    """feature, value (its SHAP contribution), feature_value (the ranker's input), for the stored
+    contributions of the served recommendations (each keeps its largest; the remainder row is
+    left out), at most `per_feature` per feature, picked by a hash of the recommendation so the
+    same ones come back every time. Empty without a ranker."""
+    if not has_table(con, "shap_values") or not has_table(con, "recommendation_features"):
+        return pl.DataFrame(schema={"feature": pl.String, "value": pl.Float64,
+                                    "feature_value": pl.Float64})
+    sql = """
+        WITH inputs AS (
+            UNPIVOT recommendation_features ON COLUMNS(* EXCLUDE (user_id, track_id))
+            INTO NAME feature VALUE feature_value
+        )
+        SELECT v.feature, v.value, CAST(i.feature_value AS DOUBLE) AS feature_value
+        FROM shap_values v
+        JOIN inputs i USING (user_id, track_id, feature)
+        QUALIFY row_number() OVER (PARTITION BY v.feature
+                                   ORDER BY hash(v.user_id, v.track_id), v.user_id,
+                                            v.track_id) <= $per_feature
+        ORDER BY v.feature
+    """
+    return read(con, sql, per_feature=per_feature)
