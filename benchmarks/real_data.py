@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 REAL = {
     "hetrec": (HETREC, DATASETS / "hetrec2011-lastfm-2k", ROOT / "configs" / "hetrec.toml"),
-    "movielens": (MOVIELENS, DATASETS / "ml-latest-small", None),
+    "movielens": (MOVIELENS, DATASETS / "ml-latest-small",
+                  ROOT / "configs" / "movielens.toml"),
 }
 
 
