@@ -279,6 +279,8 @@ def evaluate(
     config: ConfigOption = None,
 ) -> None:
     """Compare the hybrid with each single source, EASE and most popular on later windows."""
+    import polars as pl
+
     from recsys.config import load_config
     from recsys.offline import run_evaluation
     from recsys.pipeline import parse_as_of
@@ -304,6 +306,10 @@ def evaluate(
     for table in _metrics_tables(result.metrics, cfg.evaluation.ks,
                                  int(result.cuts["users_scored"].sum())):
         _print_whole(table)
+    ceiling = result.metrics.filter(pl.col("metric") == "candidate_recall")
+    if ceiling.height:
+        console.print(f"hybrid: {ceiling['value'][0]:.1%} of the scored users' new positives "
+                      "were among its candidates (the ceiling of its recall)", highlight=False)
     for model, status in result.status.items():
         if status.startswith("skipped"):
             console.print(Text(f"{model}: {status}"))
