@@ -385,9 +385,9 @@ def sweep(
     except RecsysError as exc:
         _fail(exc)
     summary = result.summary
-    table = Table(title=f"damping settings on {summary['sample_users']:,} users "
-                        f"({summary['users_scored']:,} with a new positive after "
-                        f"{summary['as_of']:%Y-%m-%d})")
+    table = Table(title=f"damping settings on {summary['sample_users']:,} users over "
+                        f"{summary['cuts']} cut(s) up to {summary['as_of']:%Y-%m-%d} "
+                        f"({summary['users_scored']:,} with a new positive)")
     for column in ("setting", "ndcg@10", "tail share", "gini", "coverage", "in use"):
         table.add_column(column, justify="left" if column == "setting" else "right")
     for row in result.points.iter_rows(named=True):
