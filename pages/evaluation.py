@@ -42,6 +42,10 @@ def show_evaluation(chosen: uie.ResultFile) -> None:
     ks = sorted(overall["k"].unique())
     middle = ks[len(ks) // 2]
     st.dataframe(uie.table_at(overall, middle, models), hide_index=True)
+    ceiling = overall.filter(pl.col("metric") == "candidate_recall")
+    if ceiling.height:
+        st.caption(f"The hybrid's candidates held {ceiling['value'][0]:.1%} of the scored "
+                   "users' new positives: the ceiling of its recall at any k.")
 
     st.subheader("By slice")
     left, middle_col, right = st.columns(3)

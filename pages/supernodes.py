@@ -43,10 +43,10 @@ else:
     marked = (f"The star is the current run's setting ({in_use})."
               if in_use in points["setting"].to_list()
               else f"The current run's setting ({in_use}) is not among the sweep's.")
-    st.caption(f"Sweep {swept['sweep_id']}: {swept['sample_users']:,} users with history, "
+    st.caption(f"Sweep {swept['sweep_id']}: {swept['sample_users']:,} users with history "
+               f"sampled over {swept['cuts']} cut(s) up to {swept['as_of']:%Y-%m-%d}, "
                f"{swept['users_scored']:,} of them with a new positive in the window after "
-               f"{swept['as_of']:%Y-%m-%d}; each setting's similarity expansion alone, top 10. "
-               + marked)
+               "their cut; each setting's similarity expansion alone, top 10. " + marked)
 
 st.subheader("Routes")
 labels = ui.entity_labels(board)

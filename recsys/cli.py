@@ -427,6 +427,8 @@ def evaluate(
     config: ConfigOption = None,
 ) -> None:
     """Compare the hybrid with each single source, EASE and most popular on later windows."""
+    import polars as pl
+
     from recsys.config import load_config
     from recsys.offline import run_evaluation
     from recsys.pipeline import parse_as_of
@@ -452,6 +454,10 @@ def evaluate(
     for table in _metrics_tables(result.metrics, cfg.evaluation.ks,
                                  int(result.cuts["users_scored"].sum())):
         _print_whole(table)
+    ceiling = result.metrics.filter(pl.col("metric") == "candidate_recall")
+    if ceiling.height:
+        console.print(f"hybrid: {ceiling['value'][0]:.1%} of the scored users' new positives "
+                      "were among its candidates (the ceiling of its recall)", highlight=False)
     for model, status in result.status.items():
         if status.startswith("skipped"):
             console.print(Text(f"{model}: {status}"))
@@ -527,9 +533,9 @@ def sweep(
     except RecsysError as exc:
         _fail(exc)
     summary = result.summary
-    table = Table(title=f"damping settings on {summary['sample_users']:,} users "
-                        f"({summary['users_scored']:,} with a new positive after "
-                        f"{summary['as_of']:%Y-%m-%d})")
+    table = Table(title=f"damping settings on {summary['sample_users']:,} users over "
+                        f"{summary['cuts']} cut(s) up to {summary['as_of']:%Y-%m-%d} "
+                        f"({summary['users_scored']:,} with a new positive)")
     for column in ("setting", "ndcg@10", "tail share", "gini", "coverage", "in use"):
         table.add_column(column, justify="left" if column == "setting" else "right")
     for row in result.points.iter_rows(named=True):

@@ -69,6 +69,7 @@ def candidate_recall(
 RANK = "rank"
 K = "k"
 PRECISION, NDCG, MAP, HIT_RATE, NOVELTY = "precision", "ndcg", "map", "hit_rate", "novelty"
+CANDIDATE_RECALL = "candidate_recall"
 ACCURACY = (PRECISION, RECALL, NDCG, MAP, HIT_RATE)
 N_RELEVANT = "n_relevant"
 
@@ -136,6 +137,18 @@ def accuracy(
             (pl.col("_hits") > 0).cast(pl.Float64).alias(HIT_RATE),
         ))
     return pl.concat(frames).sort(K, *keys)
+
+
+def pool_recall(pool: pl.DataFrame, positives: pl.DataFrame, keys=(s.USER_ID,)) -> pl.DataFrame:
+    """keys, candidate_recall: the share of each query's positives that are in its `pool` (keys,
+    track_id), such as every candidate a ranker could choose from: a ceiling on its recall."""
+    keys = list(keys)
+    pairs = [*keys, s.TRACK_ID]
+    marked = positives.filter(pl.col(LABEL) > 0).select(pairs).join(
+        pool.select(pairs).unique().with_columns(pl.lit(True).alias("_in")), on=pairs,
+        how="left")
+    return marked.group_by(keys).agg(pl.col("_in").fill_null(False).mean()
+                                     .alias(CANDIDATE_RECALL)).sort(keys)
 
 
 def novelty(

@@ -135,6 +135,7 @@ class Evaluation:
     status: dict[str, str] = field(default_factory=dict)
     faithfulness: pl.DataFrame | None = None
     chosen: dict[str, dict] = field(default_factory=dict)
+    candidates: list[pl.DataFrame] = field(default_factory=list)
 
 
 def tune(model: str, cut: Cut, cfg: Config) -> tuple[dict, list[dict]]:
@@ -202,7 +203,10 @@ def evaluate_hybrid(data: Dataset, cut: Cut, cfg: Config, result: Evaluation) ->
             data, cut.test.start, tables, outcome.ranker, batch_cfg,
             sample=cfg.evaluation.faithfulness_sample, seed=cfg.evaluation.seed,
         )
-    lists = tables["recommendations"].join(cut.test.users, on=s.USER_ID, how="semi")
+    scored = cut.test.users.select(s.USER_ID)
+    result.candidates.append(tables["candidates"].join(scored, on=s.USER_ID, how="semi")
+                             .select(pl.lit(cut.index).alias(CUT), s.USER_ID, s.TRACK_ID))
+    lists = tables["recommendations"].join(scored, on=s.USER_ID, how="semi")
     log.info("hybrid at cut %d: %s lists in %.1f s", cut.index, f"{lists[s.USER_ID].n_unique():,}",
              time.perf_counter() - started)
     return lists.select(s.USER_ID, s.TRACK_ID, pl.col(RANK).cast(pl.Int64))
@@ -263,9 +267,21 @@ def metrics_table(result: Evaluation, tracks: pl.DataFrame, cfg: Config) -> pl.D
                 rows.append(ev.mean_rows(sliced, ev.ACCURACY, slice_kind=ev.POPULARITY_BUCKET,
                                          slice_by=ev.POPULARITY_BUCKET))
         rows.append(_beyond_accuracy(lists, cuts, listeners, tracks, ks))
+        if model == HYBRID and result.candidates:
+            rows.append(_candidate_recall(pl.concat(result.candidates), positives))
         frames.append(pl.concat(rows).select(pl.lit(model).alias(MODEL), pl.all()))
     return pl.concat(frames) if frames else pl.DataFrame(schema={MODEL: pl.String,
                                                                  **ev.ROW_SCHEMA})
+
+
+def _candidate_recall(pool: pl.DataFrame, positives: pl.DataFrame) -> pl.DataFrame:
+    """The row `candidate_recall` (k null): the mean share of a scored user's positives among
+    all the hybrid's candidates, the ceiling of its recall at any k."""
+    per_query = ev.pool_recall(pool, positives, keys=(CUT, s.USER_ID))
+    row = {ev.METRIC: ev.CANDIDATE_RECALL, ev.K: None,
+           ev.VALUE: per_query[ev.CANDIDATE_RECALL].mean(), ev.USERS: per_query.height,
+           ev.SLICE_KIND: ev.ALL, ev.SLICE: ev.ALL}
+    return pl.DataFrame([row], schema=ev.ROW_SCHEMA)
 
 
 def _beyond_accuracy(lists, cuts, listeners, tracks, ks) -> pl.DataFrame:

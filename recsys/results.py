@@ -118,8 +118,8 @@ def faithfulness(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def sweep_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """The sweep's one row: sweep_id, created_at, input, as_of, window_end, sample_users,
-    users_scored, seed, seconds."""
+    """The sweep's one row: sweep_id, created_at, input, as_of (the latest cut), window_end,
+    cuts, sample_users, users_scored, in_use, seed, seconds."""
     return _utc(read(con, "SELECT * FROM sweep"))
 
 

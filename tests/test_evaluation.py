@@ -225,6 +225,10 @@ def test_every_model_and_slice_is_in_the_file(evaluation_file):
     assert slices["all"] == ["all"]
     assert slices["activity_decile"] == [str(d) for d in sorted(range(1, 11), key=str)]
     assert set(slices["popularity_bucket"]) <= {"head", "mid", "tail", "unheard"}
+    # The hybrid's candidates bound its recall at every k.
+    hybrid = {r["metric"]: r["value"] for r in metrics.filter(
+        (pl.col("model") == "hybrid") & (pl.col("slice_kind") == "all")).to_dicts()}
+    assert hybrid["recall@20"] <= hybrid["candidate_recall"] <= 1.0
     # The deciles split the scored users: their counts add up to them.
     deciles = metrics.filter((pl.col("slice_kind") == "activity_decile")
                              & (pl.col("metric") == "ndcg@10") & (pl.col("model") == "ease"))

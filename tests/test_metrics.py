@@ -173,3 +173,10 @@ def test_bias_rows_reuse_the_super_node_measures():
     assert rows["mean_popularity@2"][ev.VALUE] == pytest.approx((2 * 8 + 1 + 1) / 4)
     assert rows["creator_coverage@2"][ev.VALUE] == 1.0
     assert rows["gini@2"][ev.USERS] == 2
+
+
+def test_pool_recall_is_the_share_of_positives_among_the_candidates():
+    pool = pl.DataFrame({s.USER_ID: ["u", "u", "u", "v"], s.TRACK_ID: ["a", "x", "a", "z"]})
+    graded = positives({"u": {"a": 1, "b": 2, "c": 1, "d": 0}, "v": {"y": 1}})
+    got = dict(ev.pool_recall(pool, graded).rows())
+    assert got == {"u": pytest.approx(1 / 3), "v": 0.0}

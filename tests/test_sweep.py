@@ -100,3 +100,24 @@ def test_the_cli_prints_the_points_and_marks_the_setting_in_use(small_data, tmp_
         [line] = [line for line in lines if f" {setting} " in line]
         assert f"{ndcg:.4f}" in line
         assert line.rstrip(" │").endswith("yes") == (setting == in_use)
+
+
+def test_the_sweep_stacks_the_evaluations_cuts(tmp_path):
+    from recsys.io.dataset import write_dataset
+    from recsys.sweep import run_sweep
+
+    from helpers import tracks
+    from test_evaluation import rolling_log
+
+    catalogue = tracks([(f"t{i}", "c", "g") for i in range(4)]
+                       + [(f"n{w}", "c", "g") for w in range(1, 5)])
+    write_dataset({"events": rolling_log(5), "tracks": catalogue}, tmp_path / "data")
+    cfg = Config.model_validate({"labels": {"window_days": 10}, "evaluation": {"min_users": 3},
+                                 "sweep": {"betas": [], "bm25_b": []}})
+    result = run_sweep(tmp_path / "data", tmp_path / "store", cfg=cfg)
+    # One user scored a window, three windows back from day 35 (the last event is on day 45).
+    assert result.summary["cuts"] == 3
+    assert result.summary["sample_users"] == 2 + 2 + 2
+    assert result.points["users"].to_list() == [3] * 6
+    assert result.points["setting"].to_list() == [
+        "cooccurrence", "cosine", "jaccard", "lift", "bm25 k1=1.2 b=0.75", "rp3beta beta=0.5"]
