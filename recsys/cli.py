@@ -52,7 +52,9 @@ def main(
 
 
 def _fail(exc: RecsysError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    # The message quotes data and config keys, which may hold brackets: printed as text.
+    err_console.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False,
+                      soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -502,10 +504,6 @@ def _print_whole(table: Table) -> None:
         console.print(table)
         return
     Console(file=console.file, width=natural, force_terminal=console.is_terminal).print(table)
-
-
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
 
 
 @app.command()

@@ -416,6 +416,11 @@ def run_batch(
     data = read_dataset(data_dir)
     stage("validate", t0, events=data.events.height, tracks=data.tracks.height)
     as_of = as_of or default_as_of(data.events)
+    first = data.events[s.TS].min()
+    if first is None or first >= as_of:
+        # An empty run would replace the current one and take every user's list away.
+        raise UsageError(f"--as-of {as_of.isoformat()} is not after any event (the first is "
+                         f"{first.isoformat() if first else 'missing'}); choose a later time")
 
     run_id = new_run_id(started_at)
     entry = {

@@ -74,3 +74,17 @@ def test_bad_input_fails_and_writes_nothing(store, tmp_path):
     assert "row 2" in result.output
     assert _run_ids(store) == before
     assert sorted(p.name for p in (store / "runs").iterdir()) == files_before
+
+
+def test_an_as_of_before_every_event_is_refused_and_the_current_run_kept(sample_store):
+    from datetime import datetime, timezone
+
+    from recsys.config import Config
+    from recsys.errors import UsageError
+    from recsys.pipeline import run_batch
+
+    before = (sample_store / CURRENT).resolve()
+    with pytest.raises(UsageError, match="not after any event"):
+        run_batch(SAMPLE_DATA, sample_store, cfg=Config(),
+                  as_of=datetime(1990, 1, 1, tzinfo=timezone.utc))
+    assert (sample_store / CURRENT).resolve() == before
