@@ -32,6 +32,8 @@ def sample_store(tmp_path_factory) -> Path:
 
 # A small generated dataset with a run, an evaluation and a sweep, for the evaluation's tests.
 SMALL_CONFIG = {
+    # The references in the tests grade by plays (binary), as the default did before.
+    "labels": {"kpi": "plays"},
     "ranker": {"training_cuts": 1},
     "evaluation": {"faithfulness_sample": 20, "ease_lambdas": [10.0, 100.0],
                    "als_factors": [8], "als_regularization": [0.01, 0.1],
