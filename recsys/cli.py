@@ -307,8 +307,7 @@ def recommend(
 
 def _fallback_text(kind: str) -> str:
     return {"popular_in_genre": "no history track led here: popular in your genres",
-            "popular": "no history track led here: popular overall",
-            "als": "listeners whose taste matches yours play this"}.get(kind, "")
+            "popular": "no history track led here: popular overall"}.get(kind, "")
 
 
 @app.command()

@@ -84,7 +84,6 @@ LEDGER_CAPTION = (
     "of this user's candidates; rank after: its place in the ranker's list. sources: the "
     "candidate sources that proposed it."
 )
-ALS_WORDS = "Listeners whose taste matches yours play this"
 
 REASON_WORDS = {
     "popular_in_genre": "No history track led here: popular in your genres",
@@ -256,16 +255,14 @@ def user_labels(users: pl.DataFrame) -> dict[str, str]:
 
 
 def reason_text(recommendations: pl.DataFrame) -> pl.DataFrame:
-    """Add `reason`: "because you liked ..." for a similar track, "people who played ... also
-    played this" for a walk, the fallback in words."""
+    """Add `reason`: "because you liked ..." for a similar or ALS track, "people who played
+    ... also played this" for a walk, the fallback in words."""
     words = pl.col("reason_kind").replace_strict(REASON_WORDS, default=None)
     walked = pl.when(pl.col("reason_kind") == "walk").then(
         pl.lit("People who played ") + pl.col("because") + pl.lit(" also played this")
     )
     liked = pl.lit("Because you liked ") + pl.col("because")
-    factored = pl.when(pl.col("reason_kind") == "als").then(pl.lit(ALS_WORDS))
-    reason = pl.coalesce(words, walked, liked, factored,
-                         pl.lit("Similar to tracks in your history"))
+    reason = pl.coalesce(words, walked, liked, pl.lit("Similar to tracks in your history"))
     return recommendations.with_columns(reason.alias("reason"))
 
 

@@ -10,9 +10,13 @@ Only users with a positive pair get candidates: the source is a history source l
 and `walk`. The initial factors are drawn from `factors.seed` and the fit runs on
 `factors.num_threads` threads (one by default), so a run is reproducible.
 
-For "because you liked", `als_reasons` splits a recommendation's score between the user's
-history tracks with implicit's `explain` (the item-item form of the ALS score in Hu, Koren and
-Volinsky's paper, section 5).
+A user's factors are recomputed against the final track factors when recommending (implicit's
+`recalculate_user`: the exact least-squares solve that the fit's last user step approximated
+against the track factors before their last update). For "because you liked", `als_reasons`
+splits that same score between the user's history tracks with implicit's `explain` (the
+item-item form of the ALS score in Hu, Koren and Volinsky's paper, section 5). A candidate
+needs a predicted preference of at least `MIN_SCORE` (the target of a positive pair is 1), so
+its score is a sum in which some history track adds: every ALS recommendation names one.
 """
 
 from __future__ import annotations
@@ -42,29 +46,29 @@ SHARE = "share"
 # A heard pair of zero strength stays in the matrix with this confidence, so that it is
 # filtered like any heard track while it weighs (almost) nothing in the fit.
 LEAST_CONFIDENCE = 1e-6
-# implicit's top-k gives a filtered track this score when fewer than N tracks are left.
-FILTERED = float(np.finfo(np.float32).min)
+# The least predicted preference of a candidate: below it, float noise could decide whether a
+# history track adds to the score (implicit's top-k also gives filtered tracks -FLT_MAX).
+MIN_SCORE = 1e-4
 ADVICE = "raise factors.regularization or lower factors.alpha"
 
 
 @dataclass(frozen=True)
 class Factors:
-    """A fitted ALS model with the id maps of its rows (users) and columns (tracks), and a
-    confidence matrix (users x tracks): the one it was fitted on, or, when `recomputed`, other
-    feedback from which the users' factors are recomputed (see `with_feedback`)."""
+    """A fitted ALS model with the id maps of its rows (users) and columns (tracks), and the
+    confidence matrix (users x tracks) from which users' factors are computed: the one it was
+    fitted on, or other feedback (see `with_feedback`)."""
 
     model: AlternatingLeastSquares
     users: IdMap
     tracks: IdMap
     confidence: sp.csr_matrix
-    recomputed: bool = False
 
 
 def with_feedback(factors: Factors, feedback: pl.DataFrame, cfg: FactorsConfig) -> Factors:
-    """The model with the users' factors recomputed from `feedback` (the track factors kept):
-    for a what-if that changes a user's history. Tracks new to the model are left out."""
+    """The model with its users' histories taken from `feedback` (the track factors kept): for
+    a what-if that changes a user's history. Tracks new to the model are left out."""
     matrix = confidence_matrix(feedback, factors.users, factors.tracks, cfg)
-    return replace(factors, confidence=matrix, recomputed=True)
+    return replace(factors, confidence=matrix)
 
 
 def confidence_values(strength: pl.Expr, cfg: FactorsConfig) -> pl.Expr:
@@ -127,8 +131,8 @@ def als_candidates(
     cfg: FactorsConfig,
 ) -> pl.DataFrame:
     """user_id, track_id, als_score, als_rank: the `max_tracks` best unheard tracks of each of
-    `users` that has a positive pair, by the dot product of its factors and theirs. What the
-    users heard is read from `factors.confidence`."""
+    `users` that has a positive pair, by the dot product of its factors (recomputed from
+    `factors.confidence`, which also says what it heard) and theirs, `MIN_SCORE` at least."""
     if factors is None:
         return empty_candidates()
     matrix = factors.confidence
@@ -139,11 +143,11 @@ def als_candidates(
     with threadpool_limits(1, "blas"):
         ids, scores = factors.model.recommend(
             rows, matrix[rows], N=n, filter_already_liked_items=True,
-            recalculate_user=factors.recomputed,
+            recalculate_user=True,
         )
     found = pl.DataFrame({
         "u": np.repeat(rows, ids.shape[1]), "t": ids.ravel(), ALS_SCORE: scores.ravel(),
-    }).filter(pl.col(ALS_SCORE) > FILTERED)
+    }).filter(pl.col(ALS_SCORE) >= MIN_SCORE)
     found = found.with_columns(pl.int_range(1, pl.len() + 1).over("u").alias(ALS_RANK))
     return found.select(
         factors.users.to_ids(found["u"].to_numpy()).alias(s.USER_ID),
