@@ -53,15 +53,7 @@ def check_run(store, n: int) -> None:
     assert set(recs["reason_kind"].unique()) <= kinds
     orphan = _read(store, """
         SELECT count(*) AS n FROM recommendations r
-        WHERE r.reason_kind IN ('similar', 'walk', 'als') AND NOT EXISTS (SELECT 1 FROM recommendation_reasons x
-                        WHERE x.user_id = r.user_id AND x.track_id = r.track_id)""")
-    als = (recs["reason_kind"] == "als").sum()
-    assert unexplained_als["n"][0] <= 0.25 * max(als, 1)
-    orphan = _read(store, """
-        SELECT count(*) AS n FROM recommendations r
-        WHERE (r.reason_kind IN ('similar', 'walk') OR r.reason_kind = 'als' AND EXISTS (
-            SELECT 1 FROM recommendation_reasons y
-            WHERE y.user_id = r.user_id AND y.track_id = r.track_id)) AND NOT EXISTS (
+        WHERE r.reason_kind IN ('similar', 'walk', 'als') AND NOT EXISTS (
             SELECT 1 FROM recommendation_reasons x
             JOIN feedback f ON f.user_id = x.user_id AND f.track_id = x.seed_track_id
             WHERE x.user_id = r.user_id AND x.track_id = r.track_id AND f.positive)""")
