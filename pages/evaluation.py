@@ -39,13 +39,19 @@ def show_evaluation(chosen: uie.ResultFile) -> None:
     metric = st.selectbox("Metric", uie.ACCURACY_METRICS + uie.BEYOND_METRICS,
                           format_func=uie.metric_label, key=uie.METRIC_KEY)
     st.plotly_chart(uie.metrics_chart(overall, metric, models))
-    ks = sorted(overall["k"].unique())
+    ks = sorted(overall["k"].drop_nulls().unique())
     middle = ks[len(ks) // 2]
     st.dataframe(uie.table_at(overall, middle, models), hide_index=True)
     ceiling = overall.filter(pl.col("metric") == "candidate_recall")
     if ceiling.height:
         st.caption(f"The hybrid's candidates held {ceiling['value'][0]:.1%} of the scored "
                    "users' new positives: the ceiling of its recall at any k.")
+
+    compared = chosen.read(results.comparisons)
+    if compared.height:
+        st.plotly_chart(uie.comparison_chart(compared))
+        st.caption("Paired over the same (cut, user) pairs; an interval that crosses the dotted "
+                   "line is no clear difference.")
 
     st.subheader("By slice")
     left, middle_col, right = st.columns(3)

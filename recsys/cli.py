@@ -455,6 +455,8 @@ def evaluate(
     for table in _metrics_tables(result.metrics, cfg.evaluation.ks,
                                  int(result.cuts["users_scored"].sum())):
         _print_whole(table)
+    if result.comparisons.height:
+        _print_whole(_comparisons_table(result.comparisons))
     ceiling = result.metrics.filter(pl.col("metric") == "candidate_recall")
     if ceiling.height:
         console.print(f"hybrid: {ceiling['value'][0]:.1%} of the scored users' new positives "
@@ -493,6 +495,20 @@ def _metrics_tables(metrics, ks: tuple[int, ...], users: int) -> list[Table]:
             table.add_row(model, *[_number(values.get(c)) for c in columns])
         tables.append(table)
     return tables
+
+
+def _comparisons_table(compared) -> Table:
+    """The hybrid against each model: the paired difference and its 95% interval."""
+    metric = compared["metric"][0]
+    table = Table(title=f"hybrid minus each model, {metric} over the same (cut, user) pairs")
+    for column in ("model", "difference", "95% interval", "hybrid ahead"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in compared.iter_rows(named=True):
+        ahead = ("yes" if row["ci_low"] > 0 else "no" if row["ci_high"] < 0
+                 else "not clear")
+        table.add_row(row["model"], f"{row['hybrid_minus_model']:+.4f}",
+                      f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]", ahead)
+    return table
 
 
 def _print_whole(table: Table) -> None:

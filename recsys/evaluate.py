@@ -14,6 +14,7 @@ tracks. `recsys.offline` runs the models and fills the `metrics` table from thes
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from recsys import bias, schema as s
@@ -258,3 +259,18 @@ def bias_rows(
             pl.lit(ALL).alias(SLICE_KIND), pl.lit(ALL).alias(SLICE),
         ).cast(ROW_SCHEMA))
     return pl.concat(frames)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """The mean of a - b over paired queries and its 95% percentile interval, from `resamples`
+    resamplings of the queries with replacement (seeded)."""
+    difference = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if difference.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, difference.size, size=(resamples, difference.size))
+    means = difference[picks].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(difference.mean()), float(low), float(high)

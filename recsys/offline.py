@@ -274,6 +274,37 @@ def metrics_table(result: Evaluation, tracks: pl.DataFrame, cfg: Config) -> pl.D
                                                                  **ev.ROW_SCHEMA})
 
 
+def comparisons(result: Evaluation, cfg: Config) -> pl.DataFrame:
+    """model, metric, hybrid_minus_model, ci_low, ci_high, users: the hybrid's NDCG at the
+    middle k against each other model's, paired over the (cut, user) pairs, with a seeded 95%
+    bootstrap interval; empty without the hybrid."""
+    ks = sorted(cfg.evaluation.ks)
+    k = ks[len(ks) // 2]
+    keys = [CUT, s.USER_ID]
+    positives = pl.concat([c.test.positives.with_columns(pl.lit(c.index).alias(CUT))
+                           for c in result.cuts])
+    models = result.lists[MODEL].unique(maintain_order=True).to_list()
+
+    def ndcg(model: str) -> pl.DataFrame:
+        lists = result.lists.filter(pl.col(MODEL) == model).drop(MODEL)
+        return ev.accuracy(lists, positives, ks=(k,), keys=keys).select(*keys, ev.NDCG)
+
+    rows = []
+    if HYBRID in models:
+        hybrid = ndcg(HYBRID)
+        for model in (m for m in models if m != HYBRID):
+            paired = hybrid.join(ndcg(model), on=keys, suffix="_other")
+            mean, low, high = ev.paired_bootstrap(paired[ev.NDCG].to_numpy(),
+                                                  paired[f"{ev.NDCG}_other"].to_numpy(),
+                                                  seed=cfg.evaluation.seed)
+            rows.append({MODEL: model, ev.METRIC: ev.metric_name(ev.NDCG, k),
+                         "hybrid_minus_model": mean, "ci_low": low, "ci_high": high,
+                         ev.USERS: paired.height})
+    return pl.DataFrame(rows, schema={MODEL: pl.String, ev.METRIC: pl.String,
+                                      "hybrid_minus_model": pl.Float64, "ci_low": pl.Float64,
+                                      "ci_high": pl.Float64, ev.USERS: pl.Int64})
+
+
 def _candidate_recall(pool: pl.DataFrame, positives: pl.DataFrame) -> pl.DataFrame:
     """The row `candidate_recall` (k null): the mean share of a scored user's positives among
     all the hybrid's candidates, the ceiling of its recall at any k."""
@@ -329,6 +360,7 @@ class EvaluationRun:
     cuts: pl.DataFrame
     status: dict[str, str]
     faithfulness: pl.DataFrame | None
+    comparisons: pl.DataFrame
 
 
 def run_evaluation(data_dir: str | Path, store: str | Path, *, cfg: Config,
@@ -343,6 +375,7 @@ def run_evaluation(data_dir: str | Path, store: str | Path, *, cfg: Config,
     cuts = plan_cuts(data, first_cut(data, as_of, cfg), cfg)
     result = run_models(data, cuts, cfg, progress)
     metrics = metrics_table(result, data.tracks, cfg)
+    compared = comparisons(result, cfg)
     cut_rows = cuts_table(cuts)
     evaluation_id = new_run_id(created)
     summary = {
@@ -361,6 +394,7 @@ def run_evaluation(data_dir: str | Path, store: str | Path, *, cfg: Config,
                                       "status": list(result.status.values())},
                                      schema={MODEL: pl.String, "status": pl.String}),
         "tuning": tuning_table(result.tuning),
+        "comparisons": compared,
         "lists": result.lists.select(MODEL, CUT, s.USER_ID, RANK, s.TRACK_ID)
         .sort(MODEL, CUT, s.USER_ID, RANK),
         "faithfulness": result.faithfulness if result.faithfulness is not None
@@ -370,7 +404,7 @@ def run_evaluation(data_dir: str | Path, store: str | Path, *, cfg: Config,
     log.info("evaluation %s written: %s metric rows, %s (cut, user) pairs scored in %.0f s",
              evaluation_id, f"{metrics.height:,}", summary["users_scored"], summary["seconds"])
     return EvaluationRun(evaluation_id, path, metrics, cut_rows, result.status,
-                         result.faithfulness)
+                         result.faithfulness, compared)
 
 
 def cuts_table(cuts: list[Cut]) -> pl.DataFrame:

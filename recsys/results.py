@@ -108,6 +108,11 @@ def tuning(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return read(con, "SELECT * FROM tuning ORDER BY cut, model, params")
 
 
+def comparisons(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """model, metric, hybrid_minus_model, ci_low, ci_high, users: the hybrid against each."""
+    return read(con, "SELECT * FROM comparisons ORDER BY hybrid_minus_model")
+
+
 def faithfulness(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """One row per recommendation tested: user_id, track_id, seed_track_id, reason_kind,
     score_before, score_after, dropped, still_candidate."""

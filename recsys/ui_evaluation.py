@@ -134,6 +134,26 @@ def slice_chart(sliced: pl.DataFrame, metric: str, kind: str, models: list[str])
     return figure
 
 
+def comparison_chart(compared: pl.DataFrame) -> go.Figure:
+    """The hybrid minus each model: a dot at the mean paired difference, a bar across its 95%
+    interval, and the line of no difference."""
+    rows = compared.sort("hybrid_minus_model")
+    mean = rows["hybrid_minus_model"]
+    figure = go.Figure(go.Scatter(
+        x=mean.to_list(), y=rows["model"].to_list(), mode="markers", name="hybrid minus model",
+        error_x={"type": "data", "symmetric": False,
+                 "array": (rows["ci_high"] - mean).to_list(),
+                 "arrayminus": (mean - rows["ci_low"]).to_list()},
+        customdata=rows.select("ci_low", "ci_high", "users").rows(),
+        hovertemplate="hybrid minus %{y}: %{x:+.4f} [%{customdata[0]:+.4f}, "
+                      "%{customdata[1]:+.4f}] over %{customdata[2]} users<extra></extra>",
+    ))
+    figure.add_vline(x=0, line_dash="dot")
+    figure.update_layout(xaxis_title=f"hybrid minus model, {rows['metric'][0]} (95% interval)",
+                         height=120 + 30 * rows.height, margin=MARGIN)
+    return figure
+
+
 def faithfulness_summary(rows: pl.DataFrame) -> pl.DataFrame:
     """reason_kind, tested, dropped, dropped_share, mean_change, no_longer_candidate."""
     return (

@@ -155,7 +155,7 @@ def evaluation_file(evaluated_store):
     with duckdb.connect(str(latest(evaluated_store, EVALUATIONS)), read_only=True) as con:
         yield {name: con.sql(f"SELECT * FROM {name}").pl()
                for name in ("evaluation", "cuts", "metrics", "model_status", "tuning", "lists",
-                            "faithfulness")}
+                            "faithfulness", "comparisons")}
 
 
 def _reference_positives(small_data, start, end) -> tuple[dict, set]:
@@ -194,7 +194,8 @@ def test_the_file_scores_the_users_the_raw_events_say_with_the_metrics_they_give
 
     lists = evaluation_file["lists"]
     metrics = evaluation_file["metrics"].filter(pl.col("slice_kind") == "all")
-    for model in ("most_popular", "ease", "als", "similarity:rp3beta", "hybrid"):
+    per_user = {}
+    for model in ("hybrid", "most_popular", "ease", "als", "similarity:rp3beta"):
         mine = lists.filter(pl.col("model") == model).sort(s.USER_ID, "rank")
         by_user = {u: g[s.TRACK_ID].to_list()
                    for (u,), g in mine.group_by(s.USER_ID, maintain_order=True)}
@@ -206,6 +207,17 @@ def test_the_file_scores_the_users_the_raw_events_say_with_the_metrics_they_give
             assert row[f"ndcg@{k}"]["value"] == pytest.approx(expected), (model, k)
             assert row[f"hit_rate@{k}"]["value"] == pytest.approx(hits), (model, k)
             assert row[f"ndcg@{k}"]["users"] == len(fresh)
+        per_user[model] = [_ndcg(by_user.get(u, []), fresh[u], 10) for u in sorted(fresh)]
+
+    # The hybrid against each model: the mean paired difference inside its interval.
+    compared = {r["model"]: r for r in evaluation_file["comparisons"].to_dicts()}
+    assert set(compared) == set(lists["model"]) - {"hybrid"}
+    for model in ("most_popular", "ease", "als", "similarity:rp3beta"):
+        difference = np.mean(np.array(per_user["hybrid"]) - np.array(per_user[model]))
+        row = compared[model]
+        assert row["hybrid_minus_model"] == pytest.approx(difference)
+        assert row["ci_low"] <= row["hybrid_minus_model"] <= row["ci_high"]
+        assert row["users"] == len(fresh) and row["metric"] == "ndcg@10"
 
 
 def test_every_model_and_slice_is_in_the_file(evaluation_file):

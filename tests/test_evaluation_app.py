@@ -41,10 +41,11 @@ def evaluation_rows(evaluated_store):
                              AND slice_kind = 'popularity_bucket' AND model = 'hybrid'
                              ORDER BY slice""").fetchall()
         scored = con.sql("SELECT sum(users_scored) FROM cuts").fetchall()[0][0]
+        compared = dict(con.sql("SELECT model, hybrid_minus_model FROM comparisons").fetchall())
         dropped, tested = con.sql("SELECT sum(dropped::INT), count(*) FROM faithfulness"
                                   ).fetchall()[0]
     return {"ndcg": ndcg, "buckets": dict(buckets), "scored": scored, "dropped": dropped,
-            "tested": tested}
+            "tested": tested, "compared": compared}
 
 
 def test_the_evaluation_page_shows_the_files_metrics_by_model_and_slice(
@@ -60,6 +61,11 @@ def test_the_evaluation_page_shows_the_files_metrics_by_model_and_slice(
     # NDCG by model: the bar of k = 10 holds each model's value.
     bars = trace(charts(at)[0], "@10")
     assert dict(zip(bars["x"], bars["y"])) == pytest.approx(evaluation_rows["ndcg"])
+
+    # The hybrid against each model, from the comparisons table.
+    [versus] = [c for c in charts(at) if c["data"][0].get("name") == "hybrid minus model"]
+    dots = versus["data"][0]
+    assert dict(zip(dots["y"], dots["x"])) == pytest.approx(evaluation_rows["compared"])
 
     # The popularity buckets of recall@10.
     at.radio(key=uie.SLICE_KIND_KEY).set_value("popularity_bucket").run()

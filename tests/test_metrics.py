@@ -180,3 +180,13 @@ def test_pool_recall_is_the_share_of_positives_among_the_candidates():
     graded = positives({"u": {"a": 1, "b": 2, "c": 1, "d": 0}, "v": {"y": 1}})
     got = dict(ev.pool_recall(pool, graded).rows())
     assert got == {"u": pytest.approx(1 / 3), "v": 0.0}
+
+
+def test_paired_bootstrap_of_equal_and_shifted_scores():
+    a = [0.1, 0.5, 0.0, 0.3]
+    assert ev.paired_bootstrap(a, a) == (0.0, 0.0, 0.0)
+    shifted = [x - 0.25 for x in a]
+    assert ev.paired_bootstrap(a, shifted) == pytest.approx((0.25, 0.25, 0.25))
+    # Differences 1 and -1 half each: mean 0, and an interval around it within [-1, 1].
+    mean, low, high = ev.paired_bootstrap([1, 0] * 50, [0, 1] * 50, seed=1)
+    assert mean == 0.0 and -1 < low < 0 < high < 1
