@@ -1,8 +1,9 @@
 """Similarity speed: our top-100 neighbours for every measure against implicit's cosine.
 
 On one fixed matrix (see common.fixed_matrix; at full size 138,000 users, 27,000 tracks, 20M
-draws, about 16.0M interactions), each method runs in its own process three times; the figure
-is the median time of the fit alone and, for ours, the peak memory of the process.
+draws, about 16.0M interactions), each method runs in its own process three times, in three
+rounds of every method; the figure is the median time of the fit alone and, for ours, the peak
+memory of the process.
 
     python benchmarks/similarity.py            # the size the issue names
     python benchmarks/similarity.py --small    # about a minute
@@ -70,11 +71,19 @@ def main() -> None:
     nnz = sp.load_npz(path).nnz
     print(f"matrix: {size['users']:,} users x {size['tracks']:,} tracks, {nnz:,} interactions")
 
+    # Rounds, each timing every method once: a slow spell of the machine (it is shared)
+    # then falls on every method alike rather than on the three runs of one.
+    methods = ("implicit", *MEASURES)
+    runs = {method: [] for method in methods}
+    for round_ in range(REPEATS):
+        for method in methods:
+            runs[method].append(in_child(__file__, "--child", method, str(path)))
+        print(f"round {round_ + 1}: " + ", ".join(
+            f"{m} {runs[m][-1]['seconds']:.2f} s" for m in methods))
     results = {}
-    for method in ("implicit", *MEASURES):
-        runs = [in_child(__file__, "--child", method, str(path)) for _ in range(REPEATS)]
-        seconds = statistics.median(r["seconds"] for r in runs)
-        memory = max(r["peak_gb"] for r in runs)
+    for method in methods:
+        seconds = statistics.median(r["seconds"] for r in runs[method])
+        memory = max(r["peak_gb"] for r in runs[method])
         results[method] = (seconds, memory)
         print(f"{method:>13}: {seconds:7.2f} s (median of {REPEATS}), peak {memory:.2f} GB")
 

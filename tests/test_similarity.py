@@ -115,6 +115,28 @@ def test_cosine_matches_implicit_cosine_recommender():
     assert compared > items * k * 0.9
 
 
+@pytest.mark.parametrize("measure", ["cosine", "rp3beta"])
+def test_a_catalogue_wider_than_16_bit_track_numbers_gives_the_same_neighbours(measure):
+    # The kernel stores track numbers in 16 bits up to 65,536 tracks and in 32 above: the
+    # same 120 tracks spread over 70,000 columns (the rest never played) must pair the same.
+    rng = np.random.default_rng(11)
+    users, items = 300, 120
+    dense = (rng.random((users, items)) < 0.08) * rng.uniform(0.5, 3.0, size=(users, items))
+    narrow = sp.csr_matrix(dense)
+    columns = np.sort(rng.choice(70_000, size=items, replace=False))
+    coo = narrow.tocoo()
+    wide = sp.csr_matrix((coo.data, (coo.row, columns[coo.col])), shape=(users, 70_000))
+    cfg = SimilarityConfig(measure=measure, k=10, min_co_count=1)
+
+    src, dst, score, co = neighbours(narrow, cfg)
+    wide_src, wide_dst, wide_score, wide_co = neighbours(wide, cfg)
+    assert np.array_equal(columns[src], wide_src)
+    assert np.array_equal(columns[dst], wide_dst)
+    assert np.allclose(score, wide_score, rtol=1e-12)
+    assert np.array_equal(co, wide_co)
+    assert len(src) > items * 5
+
+
 def _abc():
     return _plays([("u1", "a"), ("u1", "b"), ("u1", "c"), ("u2", "a"), ("u2", "b"),
                    ("u3", "b"), ("u3", "c")])

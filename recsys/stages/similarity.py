@@ -109,7 +109,8 @@ def neighbours(
     user_items = sp.csr_matrix(matrix)
     user_items.sum_duplicates()
     user_weight, source, target, mass = _factors(user_items, cfg)
-    weighted = bool((user_items.data != 1).any() or (user_weight != 1).any())
+    valued = bool((user_items.data != 1).any())
+    weighted = valued or bool((user_weight != 1).any())
 
     # The kernel numbers the tracks in a fixed random order (see `top_k_neighbours`); its
     # output comes back in ours.
@@ -118,11 +119,12 @@ def neighbours(
     label_of[label] = np.arange(len(label))
     *csr, pos = relabelled(user_items.indptr.astype(np.int64),
                            user_items.indices.astype(np.int32),
-                           user_items.data.astype(np.float32), label_of)
+                           user_items.data.astype(np.float32), label_of, valued,
+                           numba.get_num_threads())
     dst, score, co = top_k_neighbours(
         *csr, pos, user_weight, source[label], target[label], mass[label],
-        label.astype(np.int64), weighted, cfg.measure == "jaccard", int(cfg.min_co_count),
-        int(cfg.k), numba.get_num_threads(),
+        label.astype(np.int64), weighted, valued, cfg.measure == "jaccard",
+        int(cfg.min_co_count), int(cfg.k), numba.get_num_threads(),
     )
     found = dst >= 0
     src = np.broadcast_to(np.arange(user_items.shape[1])[:, None], dst.shape)[found]

@@ -41,7 +41,7 @@ def _swap(val, key, x, y):
 
 
 @numba.njit(cache=True, nogil=True)
-def _compact(val, key, size, floor, slot, k, capacity):
+def _compact(val, key, size, floor, track, slot, k, capacity):
     """Keep the k best entries of a full buffer (by score, then smaller index) and set its
     floor to the weakest score kept: later offers below it cannot enter the top k.
 
@@ -73,18 +73,16 @@ def _compact(val, key, size, floor, slot, k, capacity):
     for e in range(base + 2, base + 2 * k, 2):
         weakest = min(weakest, val[e])
     size[slot] = k
-    track = slot % len(floor)
     floor[track] = max(floor[track], weakest)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _offer(val, key, size, floor, slot, k, capacity, score, item, co):
-    """Offer a neighbour to the buffer of `slot` (one worker's candidates for one track)."""
-    track = slot % len(floor)
+def _offer(val, key, size, floor, track, slot, k, capacity, score, item, co):
+    """Offer a neighbour to the buffer of `slot` (one worker's candidates for `track`)."""
     if score < floor[track]:
         return
     if size[slot] == capacity:
-        _compact(val, key, size, floor, slot, k, capacity)
+        _compact(val, key, size, floor, track, slot, k, capacity)
         if score < floor[track]:
             return
     cell = 2 * (slot * capacity + size[slot])
@@ -105,59 +103,103 @@ def column_sums(indices, data, columns):
     return total, squares
 
 
-@numba.njit(cache=True)
-def relabelled(ui_ptr, ui_idx, ui_val, label_of):
+def relabelled(ui_ptr, ui_idx, ui_val, label_of, valued, threads):
     """The user x track CSR matrix `ui_*` (no duplicates, any order within a row) with track t
     renumbered `label_of[t]`: as a track x user matrix with users ascending in each row, as a
     user x track matrix with tracks ascending in each row, and for each entry (track i, user
-    u) of the first, the position of i in u's row of the second. Two counting passes, no sort.
-    """
-    items = len(label_of)
-    iu_ptr = np.zeros(items + 1, dtype=np.int64)
-    for q in range(len(ui_idx)):
-        iu_ptr[label_of[ui_idx[q]] + 1] += 1
-    iu_ptr = np.cumsum(iu_ptr)
-    fill = iu_ptr[:-1].copy()
-    iu_idx = np.empty(len(ui_idx), dtype=np.int32)
-    iu_val = np.empty(len(ui_idx), dtype=np.float32)
-    for u in range(len(ui_ptr) - 1):
-        for q in range(ui_ptr[u], ui_ptr[u + 1]):
-            i = label_of[ui_idx[q]]
-            iu_idx[fill[i]] = u
-            iu_val[fill[i]] = ui_val[q]
-            fill[i] += 1
+    u) of the first, the position of i in u's row of the second. Counting passes, no sort;
+    without `valued` (every value 1) the two matrices carry no values (empty arrays).
 
-    # Reading the tracks in order writes each user's row in order.
+    The second matrix's track numbers take 16 bits where the catalogue allows, and the
+    positions 32 where the matrix allows: the accumulation reads a track number for every
+    (user, pair of tracks), about two billion on the benchmark's matrix, and its speed
+    follows the bytes read.
+    """
+    items, entries = len(label_of), len(ui_idx)
+    values = entries if valued else 0
+    iu_ptr = np.cumsum(_column_counts(ui_idx, label_of))
+    iu_idx = np.empty(entries, dtype=np.int32)
+    iu_val = np.empty(values, dtype=np.float32)
+    _fill_columns(ui_ptr, ui_idx, ui_val, label_of, iu_ptr, iu_idx, iu_val, valued, threads)
+
     out_ptr = ui_ptr.astype(np.int64)
-    fill = out_ptr[:-1].copy()
-    out_idx = np.empty(len(ui_idx), dtype=np.int32)
-    out_val = np.empty(len(ui_idx), dtype=np.float32)
-    pos = np.empty(len(ui_idx), dtype=np.int64)
-    for i in range(items):
-        for p in range(iu_ptr[i], iu_ptr[i + 1]):
-            u = iu_idx[p]
-            out_idx[fill[u]] = i
-            out_val[fill[u]] = iu_val[p]
-            pos[p] = fill[u]
-            fill[u] += 1
+    out_idx = np.empty(entries, dtype=np.uint16 if items <= 1 << 16 else np.int32)
+    out_val = np.empty(values, dtype=np.float32)
+    pos = np.empty(entries, dtype=np.int32 if entries < 1 << 31 else np.int64)
+    _fill_rows(iu_ptr, iu_idx, iu_val, out_ptr, out_idx, out_val, pos, valued, threads)
     return iu_ptr, iu_idx, iu_val, out_ptr, out_idx, out_val, pos
+
+
+@numba.njit(cache=True)
+def _column_counts(ui_idx, label_of):
+    """0, then the number of entries of each renumbered track."""
+    counts = np.zeros(len(label_of) + 1, dtype=np.int64)
+    for q in range(len(ui_idx)):
+        counts[label_of[ui_idx[q]] + 1] += 1
+    return counts
+
+
+@numba.njit(cache=True, parallel=True)
+def _fill_columns(ui_ptr, ui_idx, ui_val, label_of, iu_ptr, iu_idx, iu_val, valued, threads):
+    """The track x user matrix: reading the users in order writes each track's row in order.
+    Each worker reads every entry and writes those of its share of the tracks."""
+    items = len(label_of)
+    for t in numba.prange(threads):
+        lo, hi = items * t // threads, items * (t + 1) // threads
+        fill = iu_ptr[:-1].copy()
+        for u in range(len(ui_ptr) - 1):
+            for q in range(ui_ptr[u], ui_ptr[u + 1]):
+                i = label_of[ui_idx[q]]
+                if lo <= i < hi:
+                    f = fill[i]
+                    iu_idx[f] = u
+                    if valued:
+                        iu_val[f] = ui_val[q]
+                    fill[i] = f + 1
+
+
+@numba.njit(cache=True, parallel=True)
+def _fill_rows(iu_ptr, iu_idx, iu_val, out_ptr, out_idx, out_val, pos, valued, threads):
+    """The user x track matrix and `pos`: reading the tracks in order writes each user's row
+    in order. Each worker reads every entry and writes those of its share of the users."""
+    items, users = len(iu_ptr) - 1, len(out_ptr) - 1
+    for t in numba.prange(threads):
+        lo, hi = users * t // threads, users * (t + 1) // threads
+        fill = out_ptr[:-1].copy()
+        for i in range(items):
+            for p in range(iu_ptr[i], iu_ptr[i + 1]):
+                u = iu_idx[p]
+                if lo <= u < hi:
+                    f = fill[u]
+                    out_idx[f] = i
+                    if valued:
+                        out_val[f] = iu_val[p]
+                    pos[p] = f
+                    fill[u] = f + 1
 
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate(i, iu_ptr, iu_idx, iu_val, pos, ui_ptr, ui_idx, ui_val, user_weight,
-                weighted, co, acc):
+                weighted, valued, co, acc):
     """Add track i's co-counts with every later track its users reached: into `co`, or
     weighted, into `acc` as (co-count, dot product) side by side, so that an update touches
-    one cache line."""
+    one cache line. Without `valued` (every interaction weighs 1, only users are weighted)
+    the later tracks' values are not read."""
     for p in range(iu_ptr[i], iu_ptr[i + 1]):
         u = iu_idx[p]
         start, end = pos[p] + 1, ui_ptr[u + 1]
         if weighted:
-            w = iu_val[p] * user_weight[u]
-            for q in range(start, end):
-                j = 2 * ui_idx[q]
-                acc[j] += 1.0
-                acc[j + 1] += w * ui_val[q]
+            w = user_weight[u] * (iu_val[p] if valued else 1.0)
+            if valued:
+                for q in range(start, end):
+                    j = 2 * ui_idx[q]
+                    acc[j] += 1.0
+                    acc[j + 1] += w * ui_val[q]
+            else:
+                for q in range(start, end):
+                    j = 2 * ui_idx[q]
+                    acc[j] += 1.0
+                    acc[j + 1] += w
         else:
             for q in range(start, end):
                 co[ui_idx[q]] += 1
@@ -200,21 +242,22 @@ def _offer_pair(i, j, c, d, source, target, mass, label, jaccard, own_i, own_j,
     else:
         score_ij = d * source[i] * target[j]
         score_ji = d * source[j] * target[i]
-    _offer(val, key, size, floor, own_i, k, capacity, score_ij, label[j], c)
-    _offer(val, key, size, floor, own_j, k, capacity, score_ji, label[i], c)
+    _offer(val, key, size, floor, i, own_i, k, capacity, score_ij, label[j], c)
+    _offer(val, key, size, floor, j, own_j, k, capacity, score_ji, label[i], c)
 
 
 @numba.njit(cache=True, parallel=True)
 def top_k_neighbours(
     iu_ptr, iu_idx, iu_val, ui_ptr, ui_idx, ui_val, pos,
-    user_weight, source, target, mass, label, weighted, jaccard, min_co, k, threads,
+    user_weight, source, target, mass, label, weighted, valued, jaccard, min_co, k, threads,
 ):
     """The k best neighbours of every track.
 
     `iu_*` is the track x user CSR matrix and `ui_*` its transpose (user x track), both with
     sorted indices and the interaction weights as values, and `pos` maps the first's entries
     into the second (see `relabelled`). With `weighted` False (every weight and user weight
-    1) the dot product is the co-count and only that is accumulated. Returns (neighbour,
+    1) the dot product is the co-count and only that is accumulated; with `valued` False
+    (every interaction weighs 1, users may not) there are no values to read. Returns (neighbour,
     score, co_count), each of shape (tracks, k), best first (ties by smaller index), -1 where
     a track has fewer neighbours. Tracks are dealt round-robin to `threads` workers, each with
     its own buffers.
@@ -255,7 +298,7 @@ def top_k_neighbours(
             if sparse:
                 n_touched = _reached(i, iu_ptr, iu_idx, pos, ui_ptr, ui_idx, co, touched)
             _accumulate(i, iu_ptr, iu_idx, iu_val, pos, ui_ptr, ui_idx, ui_val, user_weight,
-                        weighted, co, acc)
+                        weighted, valued, co, acc)
             n = n_touched if sparse else items - i - 1
             for t in range(n):
                 # No branch on the pair: a pair the users do not share (or share too little)
