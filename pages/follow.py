@@ -26,23 +26,7 @@ if counts["suggestions"] == 0:
     st.stop()
 st.caption(f"{counts['suggestions']:,} suggestions for {counts['users']:,} users.")
 
-# The user: as in the inspector, matches of the search text; a user named by the link leads.
-text = st.text_input("Find a user by id or name", key=ui.SEARCH_KEY)
-matches = run.read(queries.find_users, text)
-linked = st.query_params.get(ui.USER_KEY)
-if linked and not text and linked not in matches["user_id"]:
-    found = run.read(queries.user, linked)
-    if found.is_empty():
-        st.warning("The user named in the link is not in this run.")
-    matches = pl.concat([found, matches])
-if matches.is_empty():
-    st.info("No user id or name contains that text.")
-    st.stop()
-labels = ui.user_labels(matches)
-options = list(labels)
-user_id = st.selectbox("User", options, format_func=labels.get, key=ui.USER_KEY,
-                       index=options.index(linked) if linked in labels else 0)
-st.query_params[ui.USER_KEY] = user_id
+user_id = ui.pick_user(run)
 
 st.subheader("Follows")
 follows = run.read(queries.user_follows, user_id)

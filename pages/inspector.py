@@ -11,23 +11,7 @@ from recsys import queries, ui
 run = ui.setup()
 st.title("User inspector")
 
-# The user: matches of the search text; a user named by the link leads an empty search.
-text = st.text_input("Find a user by id or name", key=ui.SEARCH_KEY)
-matches = run.read(queries.find_users, text)
-linked = st.query_params.get(ui.USER_KEY)
-if linked and not text and linked not in matches["user_id"]:
-    found = run.read(queries.user, linked)
-    if found.is_empty():
-        st.warning("The user named in the link is not in this run.")
-    matches = pl.concat([found, matches])
-if matches.is_empty():
-    st.info("No user id or name contains that text.")
-    st.stop()
-labels = ui.user_labels(matches)
-options = list(labels)
-user_id = st.selectbox("User", options, format_func=labels.get, key=ui.USER_KEY,
-                       index=options.index(linked) if linked in labels else 0)
-st.query_params[ui.USER_KEY] = user_id
+user_id = ui.pick_user(run)
 
 st.subheader("History")
 history = run.read(queries.user_history, user_id)

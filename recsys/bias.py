@@ -55,7 +55,8 @@ def exposure(
     )
     per_track = (
         tracks.select(s.TRACK_ID, s.CREATOR_ID)
-        .join(popularity.select(s.TRACK_ID, pl.col("popularity").alias(LISTENERS)), on=s.TRACK_ID, how="left")
+        .join(popularity.select(s.TRACK_ID, pl.col("popularity").alias(LISTENERS)),
+              on=s.TRACK_ID, how="left")
         .join(slots, on=s.TRACK_ID, how="left")
         .join(degree, on=s.TRACK_ID, how="left")
         .with_columns(pl.col(LISTENERS, SLOTS, USERS_REACHED, IN_DEGREE).fill_null(0))

@@ -60,7 +60,9 @@ def _fail(exc: RecsysError) -> None:
 
 @app.command()
 def validate(
-    data: Annotated[Path, typer.Argument(help="A dataset folder (events, tracks, users, follows).")],
+    data: Annotated[
+        Path, typer.Argument(help="A dataset folder (events, tracks, users, follows).")
+    ],
 ) -> None:
     """Check a dataset folder and print what it holds, or every rule it breaks."""
     from recsys.io.dataset import read_dataset
@@ -126,7 +128,8 @@ def run(
     store: StoreOption,
     as_of: Annotated[
         Optional[str],
-        typer.Option("--as-of", help="Run as of this UTC time (ISO 8601); default: after the last event."),
+        typer.Option("--as-of", help="Run as of this UTC time (ISO 8601); "
+                                     "default: after the last event."),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -207,7 +210,8 @@ def diff(
     for line in _churn_lines(result):
         console.print(line, highlight=False, soft_wrap=True)
     for entity in ("track", "creator"):
-        for title, rows in (("rose", result.rises(entity, top)), ("fell", result.falls(entity, top))):
+        moves = (("rose", result.rises(entity, top)), ("fell", result.falls(entity, top)))
+        for title, rows in moves:
             table = Table(title=f"{entity}s whose share of the slots {title} most")
             for column in (entity, "slots A", "slots B", "share A", "share B", "change"):
                 table.add_column(column)
@@ -266,7 +270,9 @@ def recommend(
     run_id: Annotated[
         Optional[str], typer.Option("--run", help="A run id from `recsys runs`; default: current.")
     ] = None,
-    shap: Annotated[int, typer.Option(help="SHAP contributions shown per recommendation.")] = 3,
+    shap: Annotated[
+        int, typer.Option(min=0, help="SHAP contributions shown per recommendation.")
+    ] = 3,
 ) -> None:
     """Print one user's recommendations with their reasons and top SHAP contributions."""
     from recsys import queries, shap_on_demand
@@ -276,7 +282,8 @@ def recommend(
     try:
         con = open_run(store, run_id)
         if queries.user(con, user).height == 0:
-            raise UsageError(f"user {user!r} is not in run {queries.current_run(con)['run_id'][0]}; "
+            run_name = queries.current_run(con)["run_id"][0]
+            raise UsageError(f"user {user!r} is not in run {run_name}; "
                              "check the id (ids are matched exactly, as strings)")
         recs = queries.user_recommendations(con, user)
         base = queries.expected_value(con)
@@ -292,7 +299,8 @@ def recommend(
                                                         shap_on_demand.load_explainer(con))
                 contributions = computed.filter(computed["track_id"] == row["track_id"])
             contributions = contributions.head(shap)
-            top = ", ".join(f"{r['feature']} {r['value']:+.3f}" for r in contributions.iter_rows(named=True))
+            top = ", ".join(f"{r['feature']} {r['value']:+.3f}"
+                            for r in contributions.iter_rows(named=True))
             # Titles come from the data: Text keeps rich from reading them as markup.
             title = Text(row["title"] or row["track_id"])
             because = Text(row["because"] or _fallback_text(row["reason_kind"]))
@@ -385,7 +393,8 @@ def supernodes(
                 [entity, floor, top],
             ).fetchall()
             table = Table(title=f"most amplified {entity}s (reaching at least {floor:,} users)")
-            for column in (entity, "users", "listening", "recommended", "amplification", "in-degree"):
+            columns = (entity, "users", "listening", "recommended", "amplification", "in-degree")
+            for column in columns:
                 table.add_column(column)
             for entity_id, title, users, listening, share, amp, degree in board:
                 name = Text(f"{title} ({entity_id})" if title else entity_id)
@@ -430,22 +439,9 @@ def evaluate(
     """Compare the hybrid with each single source, EASE and most popular on later windows."""
     import polars as pl
 
-    from recsys.config import load_config
     from recsys.offline import run_evaluation
-    from recsys.pipeline import parse_as_of
 
-    try:
-        cfg = load_config(config)
-        moment = parse_as_of(as_of)
-        with _progress_bar() as bar:
-            task = bar.add_task("evaluation", total=None)
-
-            def advance(step: str, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, description=step)
-
-            result = run_evaluation(data, store, cfg=cfg, as_of=moment, progress=advance)
-    except RecsysError as exc:
-        _fail(exc)
+    cfg, result = _with_progress("evaluation", run_evaluation, data, store, config, as_of)
     for row in result.cuts.iter_rows(named=True):
         console.print(
             f"cut {row['cut']}: trained before {row['as_of']:%Y-%m-%d %H:%M:%S}, scored to "
@@ -471,6 +467,27 @@ def evaluate(
                       f"{dropped} of {tested} recommendations ({dropped / tested:.0%})",
                       highlight=False)
     console.print(f"evaluation {result.evaluation_id} written to {result.path}", highlight=False)
+
+
+def _with_progress(name: str, job, data: Path, store: Path, config: Path | None,
+                   as_of: str | None):
+    """(config, result) of `job(data, store, cfg=, as_of=, progress=)` under a progress bar
+    named `name`; a RecsysError ends the command with its message."""
+    from recsys.config import load_config
+    from recsys.pipeline import parse_as_of
+
+    try:
+        cfg = load_config(config)
+        moment = parse_as_of(as_of)
+        with _progress_bar() as bar:
+            task = bar.add_task(name, total=None)
+
+            def advance(step: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=step)
+
+            return cfg, job(data, store, cfg=cfg, as_of=moment, progress=advance)
+    except RecsysError as exc:
+        _fail(exc)
 
 
 def _metrics_tables(metrics, ks: tuple[int, ...], users: int) -> list[Table]:
@@ -529,22 +546,9 @@ def sweep(
     config: ConfigOption = None,
 ) -> None:
     """Try similarity damping settings on a sample of users: NDCG@10 against tail share, Gini."""
-    from recsys.config import load_config
-    from recsys.pipeline import parse_as_of
     from recsys.sweep import run_sweep
 
-    try:
-        cfg = load_config(config)
-        moment = parse_as_of(as_of)
-        with _progress_bar() as bar:
-            task = bar.add_task("sweep", total=None)
-
-            def advance(step: str, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, description=step)
-
-            result = run_sweep(data, store, cfg=cfg, as_of=moment, progress=advance)
-    except RecsysError as exc:
-        _fail(exc)
+    _, result = _with_progress("sweep", run_sweep, data, store, config, as_of)
     summary = result.summary
     table = Table(title=f"damping settings on {summary['sample_users']:,} users over "
                         f"{summary['cuts']} cut(s) up to {summary['as_of']:%Y-%m-%d} "

@@ -16,8 +16,11 @@ class IdMap:
     def __len__(self) -> int:
         return self.ids.len()
 
-    def to_index(self, frame: pl.DataFrame, column: str, *, alias: str | None = None) -> pl.DataFrame:
-        """Add the index of `column` as `alias` (default `<column>_index`); unknown ids are null."""
+    def to_index(
+        self, frame: pl.DataFrame, column: str, *, alias: str | None = None
+    ) -> pl.DataFrame:
+        """Add the index of `column` as `alias` (default `<column>_index`); unknown ids are
+        null."""
         mapping = self._frame.rename({"id": column, "index": alias or f"{column}_index"})
         return frame.join(mapping, on=column, how="left", maintain_order="left")
 

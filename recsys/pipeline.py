@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from recsys import __version__, bias, evaluate, follow_batch, schema as s
@@ -91,7 +90,8 @@ class StageLog:
         self.done += 1
         detail = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items())
         log.info("%s: %s in %.1f s", name, detail, seconds)
-        self.rows.append({"stage": name, "seconds": round(seconds, 3), "rows": sum(counts.values())})
+        self.rows.append({"stage": name, "seconds": round(seconds, 3),
+                          "rows": sum(counts.values())})
         if self.progress:
             self.progress(name, self.done, self.total)
 
@@ -441,7 +441,8 @@ def run_batch(
         tables.update(catalogue_tables(data, tables["feedback"]))
         model = [outcome.ranker.booster.model_to_string()] if outcome.ranker else []
         tables["models"] = pl.DataFrame(
-            {"name": ["ranker"] * len(model), "format": ["lightgbm"] * len(model), "content": model},
+            {"name": ["ranker"] * len(model), "format": ["lightgbm"] * len(model),
+             "content": model},
             schema={"name": pl.String, "format": pl.String, "content": pl.String},
         )
         tables["ranker_evaluation"] = outcome.evaluation
@@ -463,7 +464,8 @@ def run_batch(
         record_run(store, entry)
         raise
     entry.update(status="published", finished_at=datetime.now(timezone.utc).isoformat(),
-                 stages=stage.rows, counts={k: summary[k] for k in ("users", "tracks", "events", "recommendations")})
+                 stages=stage.rows,
+                 counts={k: summary[k] for k in ("users", "tracks", "events", "recommendations")})
     record_run(store, entry)
     prune_runs(store, cfg.store.keep_runs)
     log.info("run %s published: %s recommendations, peak memory %.0f MB",
@@ -503,5 +505,8 @@ def parse_as_of(text: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise UsageError(f"--as-of: cannot parse {text!r}; write ISO 8601 such as 2024-05-01T00:00:00Z") from exc
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        raise UsageError(f"--as-of: cannot parse {text!r}; "
+                         "write ISO 8601 such as 2024-05-01T00:00:00Z") from exc
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)

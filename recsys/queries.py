@@ -156,28 +156,22 @@ def reasons(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
     return read(con, sql, user_id=user_id)
 
 
+# The sources of the `candidates` table, each with its <source>_score and <source>_rank.
+CANDIDATE_SOURCES = ("similar", "walk", "als", "popular_in_genre", "popular")
+
+
 def candidate_sources(
     con: duckdb.DuckDBPyConnection, user_id: str, track_id: str
 ) -> pl.DataFrame:
     """source, score, rank: each candidate source that proposed one recommendation, with its
     score and rank in that source's list for the user; best rank first."""
-    sql = """
-        SELECT * FROM (
-            SELECT 'similar' AS source, similar_score AS score, similar_rank AS rank
-            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
-            UNION ALL
-            SELECT 'walk', walk_score, walk_rank
-            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
-            UNION ALL
-            SELECT 'als', als_score, als_rank
-            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
-            UNION ALL
-            SELECT 'popular_in_genre', popular_in_genre_score, popular_in_genre_rank
-            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
-            UNION ALL
-            SELECT 'popular', popular_score, popular_rank
-            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
-        ) WHERE score IS NOT NULL
+    per_source = " UNION ALL ".join(
+        f"SELECT '{source}' AS source, {source}_score AS score, {source}_rank AS rank FROM pair"
+        for source in CANDIDATE_SOURCES
+    )
+    sql = f"""
+        WITH pair AS (SELECT * FROM candidates WHERE user_id = $user_id AND track_id = $track_id)
+        SELECT * FROM ({per_source}) WHERE score IS NOT NULL
         ORDER BY rank, source
     """
     return read(con, sql, user_id=user_id, track_id=track_id)

@@ -290,10 +290,10 @@ def open_run(store: str | Path, run_id: str | None = None) -> duckdb.DuckDBPyCon
     store = Path(store)
     path = run_path(store, run_id) if run_id else store / CURRENT
     if not path.exists():
-        what = f"run {run_id}" if run_id else "current run"
-        raise UsageError(
-            f"{store}: no {what}; run `recsys run DATA --store {store}` first"
-        )
+        if run_id:
+            raise UsageError(f"{store}: no run {run_id}; `recsys runs --store {store}` lists "
+                             "the runs kept")
+        raise UsageError(f"{store}: no current run; run `recsys run DATA --store {store}` first")
     return duckdb.connect(str(path), read_only=True)
 
 

@@ -199,7 +199,8 @@ def maybe(value: float | None, template: str) -> str:
 
 def run_label(run: dict) -> str:
     """ "as of YYYY-MM-DD HH:MM · <id>", with " · current" for the current run."""
-    return f"as of {minute(run['as_of'])} · {run['id']}" + (" · current" if run["current"] else "")
+    label = f"as of {minute(run['as_of'])} · {run['id']}"
+    return label + " · current" if run["current"] else label
 
 
 def minute(iso: str | None) -> str:
@@ -252,6 +253,29 @@ def user_labels(users: pl.DataFrame) -> dict[str, str]:
         )
         for row in users.iter_rows(named=True)
     }
+
+
+def pick_user(run: Run) -> str:
+    """The user chosen on a page: a search box over ids and names, the matches in a select
+    box, and a user named by the link (`?user=<id>`) leading an empty search. The choice goes
+    back into the link; the page stops where nothing matches."""
+    text = st.text_input("Find a user by id or name", key=SEARCH_KEY)
+    matches = run.read(queries.find_users, text)
+    linked = st.query_params.get(USER_KEY)
+    if linked and not text and linked not in matches["user_id"]:
+        found = run.read(queries.user, linked)
+        if found.is_empty():
+            st.warning("The user named in the link is not in this run.")
+        matches = pl.concat([found, matches])
+    if matches.is_empty():
+        st.info("No user id or name contains that text.")
+        st.stop()
+    labels = user_labels(matches)
+    options = list(labels)
+    user_id = st.selectbox("User", options, format_func=labels.get, key=USER_KEY,
+                           index=options.index(linked) if linked in labels else 0)
+    st.query_params[USER_KEY] = user_id
+    return user_id
 
 
 def reason_text(recommendations: pl.DataFrame) -> pl.DataFrame:

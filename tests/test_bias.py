@@ -42,7 +42,8 @@ def _world():
 
 def test_exposure_and_summary_by_hand():
     exposed = bias.exposure(*_world())
-    hit = exposed.filter((pl.col("entity") == "track") & (pl.col("entity_id") == "hit")).row(0, named=True)
+    tracks = exposed.filter(pl.col("entity") == "track")
+    hit = tracks.filter(pl.col("entity_id") == "hit").row(0, named=True)
     # hit: 3 of 6 slots, 3 users, 8 of 10 listeners, amplification 0.5 / 0.8, in-degree 2.
     assert (hit["slots"], hit["users_reached"], hit["in_degree"]) == (3, 3, 2)
     assert hit["recommendation_share"] == pytest.approx(0.5)
@@ -52,7 +53,8 @@ def test_exposure_and_summary_by_hand():
     d = exposed.filter(pl.col("entity_id") == "d").row(0, named=True)
     assert d["amplification"] is None  # nobody listened: no ratio
 
-    metrics = {(r["entity"], r["metric"]): r["value"] for r in bias.bias_metrics(exposed).iter_rows(named=True)}
+    metrics = {(r["entity"], r["metric"]): r["value"]
+               for r in bias.bias_metrics(exposed).iter_rows(named=True)}
     # Tracks by listeners: hit 8, b 1, c 1, d 0; the top 1% is one track: hit, with 3 of 6.
     assert metrics[("track", "top1_share")] == pytest.approx(0.5)
     # The head making 80% of listening is hit alone (8 of 10): the tail gets b and c, 3 of 6.

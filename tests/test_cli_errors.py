@@ -32,3 +32,18 @@ def test_an_unknown_config_key_is_named(tmp_path):
     assert result.exit_code == 2
     assert "kpii" in result.output
     assert not (tmp_path / "store").exists()
+
+
+def test_recommend_names_an_unknown_run_and_where_the_runs_are_listed(sample_store):
+    result = CliRunner().invoke(app, ["recommend", "u1", "--store", str(sample_store),
+                                      "--run", "no-such-run"])
+    assert result.exit_code == 2
+    assert f"{sample_store}: no run no-such-run; `recsys runs --store {sample_store}` lists" \
+        in " ".join(result.output.split())
+
+
+def test_recommend_refuses_a_negative_shap_count(sample_store):
+    result = CliRunner().invoke(app, ["recommend", "u1", "--store", str(sample_store),
+                                      "--shap", "-1"])
+    assert result.exit_code == 2
+    assert "--shap" in result.output

@@ -14,7 +14,8 @@ from recsys.cli import app
 from recsys.errors import DataError
 from recsys.io.dataset import read_dataset
 
-TRACKS = "track_id,title,creator_id,genre,created_at,duration_ms\nt1,One,c1,rock,2023-01-01,200000\nt2,Two,,,,\n"
+TRACKS = ("track_id,title,creator_id,genre,created_at,duration_ms\n"
+          "t1,One,c1,rock,2023-01-01,200000\nt2,Two,,,,\n")
 HEADER = "user_id,track_id,kind,ts,ms_played,count\n"
 
 
@@ -60,10 +61,12 @@ def test_each_rule_names_file_column_rule_and_rows(tmp_path, body, expected):
 
 def test_missing_column_and_negative_duration(tmp_path):
     message = _error(tmp_path, "user_id,track_id,ts\nu1,t1,2024-01-01\n")
-    assert "events.csv: column 'kind': missing column" in message
+    assert ("events.csv: column 'kind': missing column; the file has user_id, track_id, ts; "
+            "add the column (see the README's input format)") in message
     tracks = "track_id,duration_ms\nt1,-3\n"
     message = _error(tmp_path, HEADER + "u1,t1,play,2024-01-01,,1\n", tracks)
-    assert "tracks.csv: column 'duration_ms': must be 0 or more: 1 row breaks it (row 1: '-3')" in message
+    assert ("tracks.csv: column 'duration_ms': must be 0 or more: 1 row breaks it (row 1: '-3')"
+            in message)
 
 
 def test_duplicate_track_ids(tmp_path):

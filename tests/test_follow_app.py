@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from datetime import timedelta, timezone
 
-import duckdb
 import polars as pl
 import pytest
 from test_app import (

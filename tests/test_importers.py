@@ -349,7 +349,8 @@ def test_import_never_deletes_what_is_not_its_own(tmp_path):
     (dest / "tracks.old.parquet").write_text("keep me")
     result = CliRunner().invoke(app, ["import", "movielens", str(src), str(dest)])
     assert result.exit_code == 2
-    assert f"{dest}: holds follows, tracks.old.parquet, which are not dataset tables" in result.output
+    expected = f"{dest}: holds follows, tracks.old.parquet, which are not dataset tables"
+    assert expected in result.output
     assert (dest / "tracks.old.parquet").read_text() == "keep me" and (dest / "follows").is_dir()
 
     (dest / "follows").rmdir()

@@ -117,7 +117,8 @@ def test_hetrec_import_end_to_end(tmp_path):
     first = _read(store, """
         SELECT t.title FROM recommendations r JOIN tracks t USING (track_id)
         WHERE r.user_id = '2' AND r.rank = 1""")["title"][0]
-    result = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["recommend", "2", "--store", str(store)])
+    runner = CliRunner(env={"COLUMNS": "250"})
+    result = runner.invoke(app, ["recommend", "2", "--store", str(store)])
     assert result.exit_code == 0, result.output
     assert first in result.output
 
@@ -136,12 +137,14 @@ def test_a_run_without_training_labels_serves_the_candidate_order(tmp_path):
                    "users": s.empty_frame(s.USERS), "follows": s.empty_frame(s.FOLLOWS)},
                   tmp_path / "data")
     store = tmp_path / "store"
-    run_batch(tmp_path / "data", store, cfg=Config.model_validate({"similarity": {"min_co_count": 1}}))
+    cfg = Config.model_validate({"similarity": {"min_co_count": 1}})
+    run_batch(tmp_path / "data", store, cfg=cfg)
     run = _read(store, "SELECT ranker_status, expected_value FROM runs").row(0, named=True)
     assert run["ranker_status"].startswith("skipped")
     assert _read(store, "SELECT count(*) AS n FROM shap_values")["n"][0] == 0
     # u1 heard a and b; c is their neighbour through u2 (co-count 1 with a and with b).
-    recs = _read(store, "SELECT user_id, track_id, reason_kind FROM recommendations ORDER BY user_id, rank")
+    recs = _read(store, "SELECT user_id, track_id, reason_kind FROM recommendations "
+                        "ORDER BY user_id, rank")
     assert recs.filter(pl.col("user_id") == "u1").rows() == [("u1", "c", "similar")]
     # u3 heard c; a and b are its neighbours through u2.
     assert sorted(recs.filter(pl.col("user_id") == "u3")["track_id"]) == ["a", "b"]

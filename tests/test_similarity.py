@@ -96,7 +96,8 @@ def test_cosine_matches_implicit_cosine_recommender():
     users, items, k = 400, 120, 10
     dense = rng.random((users, items)) < rng.uniform(0.01, 0.15, size=items)
     matrix = sp.csr_matrix(dense.astype(np.float32))
-    src, dst, score, _ = neighbours(matrix, SimilarityConfig(measure="cosine", k=k, min_co_count=1))
+    cfg = SimilarityConfig(measure="cosine", k=k, min_co_count=1)
+    src, dst, score, _ = neighbours(matrix, cfg)
 
     reference = CosineRecommender(K=k + 1)
     reference.fit(matrix, show_progress=False)
@@ -110,7 +111,8 @@ def test_cosine_matches_implicit_cosine_recommender():
         for j in set(expected) & set(ours):
             assert ours[j] == pytest.approx(expected[j], rel=1e-5)
         if len(expected) >= k and len(ours) >= k:
-            assert sorted(ours.values())[-k] == pytest.approx(sorted(expected.values())[-k], rel=1e-5)
+            kth = sorted(expected.values())[-k]
+            assert sorted(ours.values())[-k] == pytest.approx(kth, rel=1e-5)
         compared += len(set(expected) & set(ours))
     assert compared > items * k * 0.9
 

@@ -8,7 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.config import CandidatesConfig, FeedbackConfig, RankerConfig, RecommendConfig, SimilarityConfig
+from recsys.config import (
+    CandidatesConfig, FeedbackConfig, RankerConfig, RecommendConfig, SimilarityConfig,
+)
 from recsys.stages import candidates as cand
 from recsys.stages import explain
 from recsys.stages.features import build_features
@@ -227,7 +229,8 @@ def test_seed_shares_sum_to_one_per_recommendation():
     steps = pl.DataFrame({"user_id": ["u"] * 3, "track_id": ["x", "x", "y"],
                           "seed_track_id": ["a", "b", "a"], "contribution": [0.3, 0.1, 0.5]})
     reasons = explain.seed_reasons(recs, steps, RecommendConfig(seeds_per_reason=3))
-    assert reasons.rows() == [("u", "x", "a", pytest.approx(0.75)), ("u", "x", "b", pytest.approx(0.25))]
+    assert reasons.rows() == [("u", "x", "a", pytest.approx(0.75)),
+                              ("u", "x", "b", pytest.approx(0.25))]
 
 
 def test_negative_sampling_keeps_positives_and_ignores_row_order():

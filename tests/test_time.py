@@ -27,7 +27,8 @@ def _dataset(ev: pl.DataFrame) -> Dataset:
 def _history(seed: int, start: float, end: float, users: int = 8) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     rows = [
-        (f"u{rng.integers(users)}", f"t{rng.integers(12)}", str(rng.choice(["play", "like", "skip"])),
+        (f"u{rng.integers(users)}", f"t{rng.integers(12)}",
+         str(rng.choice(["play", "like", "skip"])),
          float(rng.uniform(start, end)), int(rng.integers(1_000, 200_000)))
         for _ in range(150)
     ]

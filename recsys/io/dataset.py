@@ -96,6 +96,10 @@ UNREADABLE = {
 }
 
 
+# The examples of a problem with the file itself (a missing column), not with some rows.
+WHOLE_FILE = "whole file"
+
+
 @dataclass
 class Problem:
     """One broken rule: where, which rule, how many rows and a few examples."""
@@ -109,6 +113,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"column '{self.column}': " if self.column else ""
+        if self.examples == WHOLE_FILE:
+            return f"{self.file}: {where}{self.rule}; {self.advice}"
         return (
             f"{self.file}: {where}{self.rule}: {self.rows:,} "
             f"{'rows break' if self.rows != 1 else 'row breaks'} it ({self.examples}); "
@@ -370,7 +376,7 @@ def _normalize(
     if missing:
         given = ", ".join(c for c in frame.columns if c != ROW) or "no columns"
         problems.append(Problem(name, ", ".join(missing), "missing column", frame.height,
-                                "whole file", f"the file has {given}; add the column "
+                                WHOLE_FILE, f"the file has {given}; add the column "
                                 "(see the README's input format)"))
     cast = frame.select(pl.col(ROW), *(_column(frame, table, c) for c in columns))
 

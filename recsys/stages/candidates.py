@@ -133,7 +133,8 @@ def generate_candidates(
         steps.group_by(s.USER_ID, s.TRACK_ID).agg(pl.col(CONTRIBUTION).sum().alias("score")),
         cfg.max_candidates,
     )
-    contributions = steps.join(similar_scored.select(s.USER_ID, s.TRACK_ID), on=[s.USER_ID, s.TRACK_ID], how="semi")
+    contributions = steps.join(similar_scored.select(s.USER_ID, s.TRACK_ID),
+                               on=[s.USER_ID, s.TRACK_ID], how="semi")
 
     pop = popularity(feedback).join(tracks.select(s.TRACK_ID, s.GENRE), on=s.TRACK_ID, how="left")
     in_genre = _popular_in_genre(users_frame, feedback, tracks, pop, heard, cfg)
@@ -198,7 +199,10 @@ def _popular(users_frame, pop, heard, cfg) -> pl.DataFrame:
         cfg.fallback_size + cfg.history_size
     )
     scored = (
-        users_frame.join(head.select(s.TRACK_ID, pl.col(POPULARITY).cast(pl.Float64).alias("score")), how="cross")
+        users_frame.join(
+            head.select(s.TRACK_ID, pl.col(POPULARITY).cast(pl.Float64).alias("score")),
+            how="cross",
+        )
         .join(heard, on=[s.USER_ID, s.TRACK_ID], how="anti")
     )
     return _top_per_user(scored, cfg.fallback_size)
@@ -218,6 +222,7 @@ def _union(by_source: dict[str, pl.DataFrame]) -> pl.DataFrame:
             on=[s.USER_ID, s.TRACK_ID],
             how="left",
         )
-    present = [pl.when(pl.col(score_column(src)).is_not_null()).then(pl.lit(src)) for src in by_source]
+    present = [pl.when(pl.col(score_column(src)).is_not_null()).then(pl.lit(src))
+               for src in by_source]
     frame = frame.with_columns(pl.concat_list(present).list.drop_nulls().alias(SOURCES_COLUMN))
     return frame.sort(s.USER_ID, s.TRACK_ID)

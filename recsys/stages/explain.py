@@ -59,7 +59,8 @@ def reason_kind() -> pl.Expr:
     """The first source in REASON_ORDER that proposed the candidate."""
     expr = pl.lit(None, dtype=pl.String)
     for source in reversed(REASON_ORDER):
-        expr = pl.when(pl.col(SOURCES_COLUMN).list.contains(source)).then(pl.lit(source)).otherwise(expr)
+        proposed = pl.col(SOURCES_COLUMN).list.contains(source)
+        expr = pl.when(proposed).then(pl.lit(source)).otherwise(expr)
     return expr.alias(REASON_KIND)
 
 
@@ -98,7 +99,8 @@ def _seed_shares(steps: pl.DataFrame, cfg: RecommendConfig) -> pl.DataFrame:
     total = pl.col(CONTRIBUTION).sum().over(s.USER_ID, s.TRACK_ID)
     return (
         steps.with_columns((pl.col(CONTRIBUTION) / total).alias(SHARE))
-        .sort([s.USER_ID, s.TRACK_ID, SHARE, SEED_TRACK_ID], descending=[False, False, True, False])
+        .sort([s.USER_ID, s.TRACK_ID, SHARE, SEED_TRACK_ID],
+              descending=[False, False, True, False])
         .group_by(s.USER_ID, s.TRACK_ID, maintain_order=True)
         .head(cfg.seeds_per_reason)
         .select(s.USER_ID, s.TRACK_ID, SEED_TRACK_ID, SHARE)
@@ -166,7 +168,10 @@ def global_importance(ranker: TrainedRanker, contrib: np.ndarray) -> pl.DataFram
     """feature, gain and splits (LightGBM's) and mean |SHAP| over the rows of `contrib` (the
     served recommendations whose SHAP the batch computed)."""
     booster = ranker.booster
-    mean_abs = np.abs(contrib[:, :-1]).mean(axis=0) if len(contrib) else np.zeros(len(ranker.features))
+    if len(contrib):
+        mean_abs = np.abs(contrib[:, :-1]).mean(axis=0)
+    else:
+        mean_abs = np.zeros(len(ranker.features))
     frame = pl.DataFrame(
         {
             FEATURE: list(ranker.features),

@@ -86,17 +86,20 @@ def build_features(
     features: FeaturesConfig | None = None,
 ) -> pl.DataFrame:
     """Add the feature columns to `candidates` (one row per user and candidate track)."""
-    frame = candidates.join(_seed_features(contributions, feedback, moment, cfg), on=[s.USER_ID, s.TRACK_ID], how="left")
+    pair = [s.USER_ID, s.TRACK_ID]
+    frame = candidates.join(_seed_features(contributions, feedback, moment, cfg), on=pair,
+                            how="left")
     frame = frame.join(_track_features(feedback, tracks, moment), on=s.TRACK_ID, how="left")
-    frame = frame.join(_same_creator(candidates, feedback, tracks), on=[s.USER_ID, s.TRACK_ID], how="left")
+    frame = frame.join(_same_creator(candidates, feedback, tracks), on=pair, how="left")
 
     shares = genre_shares(feedback, tracks)
     genres = tracks.select(s.TRACK_ID, s.GENRE)
-    frame = frame.join(genres, on=s.TRACK_ID, how="left").join(shares, on=[s.USER_ID, s.GENRE], how="left")
+    frame = frame.join(genres, on=s.TRACK_ID, how="left")
+    frame = frame.join(shares, on=[s.USER_ID, s.GENRE], how="left")
 
-    frame = frame.join(friends(candidates, feedback, follows), on=[s.USER_ID, s.TRACK_ID],
-                       how="left")
-    history = feedback.filter(pl.col(POSITIVE)).group_by(s.USER_ID).agg(pl.len().alias(HISTORY_SIZE))
+    frame = frame.join(friends(candidates, feedback, follows), on=pair, how="left")
+    history = (feedback.filter(pl.col(POSITIVE)).group_by(s.USER_ID)
+               .agg(pl.len().alias(HISTORY_SIZE)))
     frame = frame.join(history, on=s.USER_ID, how="left")
     frame = frame.join(
         affinity_features(candidates, contributions, feedback, tracks, moment=moment,

@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 USER, TRACK = "user", "track"
 SEED_TRACK, VIA_TRACK, LISTENER, FOLLOWED = "seed_track", "via_track", "listener", "followed"
-WALK_SCORE, WALK_VISITS, WALK_SEEDS, WALK_RANK = "walk_score", "walk_visits", "walk_seeds", "walk_rank"
+WALK_SCORE, WALK_VISITS = "walk_score", "walk_visits"
+WALK_SEEDS, WALK_RANK = "walk_seeds", "walk_rank"
 PATH_VISITS, PATH_RANK = "path_visits", "path_rank"
 # Walks of one seed advanced together by a thread. Part of the result (it orders the draws),
 # so it is fixed here rather than configured.
@@ -311,7 +312,9 @@ class ListenerGraph:
     tracks: IdMap
 
 
-def listener_graph(feedback: pl.DataFrame, *, follows: pl.DataFrame | None = None) -> ListenerGraph:
+def listener_graph(
+    feedback: pl.DataFrame, *, follows: pl.DataFrame | None = None
+) -> ListenerGraph:
     """The walk graph of the positive pairs of `feedback` (strength as weight), with the follow
     edges between its users (follower_id, followee_id) when given."""
     pos = feedback.filter(pl.col(POSITIVE)).select(s.USER_ID, s.TRACK_ID, STRENGTH)
