@@ -233,15 +233,19 @@ def _work(i, iu_ptr, iu_idx, pos, ui_ptr):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _scores(i, j, d, source, target, mass, jaccard):
+    """The pair (i, j) scored both ways from its dot product `d`: (j for i, i for j)."""
+    if jaccard:
+        score = d / (mass[i] + mass[j] - d)
+        return score, score
+    return d * source[i] * target[j], d * source[j] * target[i]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _offer_pair(i, j, c, d, source, target, mass, label, jaccard, own_i, own_j,
                 val, key, size, floor, k, capacity):
     """Score the pair (i, j) both ways and offer j to i's neighbours and i to j's."""
-    if jaccard:
-        score_ij = d / (mass[i] + mass[j] - d)
-        score_ji = score_ij
-    else:
-        score_ij = d * source[i] * target[j]
-        score_ji = d * source[j] * target[i]
+    score_ij, score_ji = _scores(i, j, d, source, target, mass, jaccard)
     _offer(val, key, size, floor, i, own_i, k, capacity, score_ij, label[j], c)
     _offer(val, key, size, floor, j, own_j, k, capacity, score_ji, label[i], c)
 
@@ -288,6 +292,9 @@ def top_k_neighbours(
         co = np.zeros(items, dtype=np.int32)
         acc = np.zeros(2 * items if weighted else 1, dtype=np.float64)
         touched = np.empty(items, dtype=np.int32)
+        pass_j = np.empty(items, dtype=np.int64)
+        pass_c = np.empty(items, dtype=np.int32)
+        pass_d = np.empty(items, dtype=np.float64)
         own = worker * items
         for i in range(worker, items, threads):
             work = _work(i, iu_ptr, iu_idx, pos, ui_ptr)
@@ -300,9 +307,13 @@ def top_k_neighbours(
             _accumulate(i, iu_ptr, iu_idx, iu_val, pos, ui_ptr, ui_idx, ui_val, user_weight,
                         weighted, valued, co, acc)
             n = n_touched if sparse else items - i - 1
+            # First a pass with no branch on the pair: its two scores against the two floors
+            # (floors only rise, so one read before the pass lets more through, never
+            # fewer), listing the pairs that may enter. A pair the users do not share (or
+            # share too little) scores 0, below every floor. Then the offers, for those alone.
+            floor_i = floor[i]
+            passed = 0
             for t in range(n):
-                # No branch on the pair: a pair the users do not share (or share too little)
-                # scores 0, which every buffer's floor rejects.
                 j = touched[t] if sparse else i + 1 + t
                 if weighted:
                     c = np.int32(acc[2 * j])
@@ -314,8 +325,15 @@ def top_k_neighbours(
                     co[j] = 0
                     d = np.float64(c)
                 d *= c >= min_co
-                _offer_pair(i, j, c, d, source, target, mass, label, jaccard, own + i,
-                            own + j, val, key, size, floor, k, capacity)
+                score_ij, score_ji = _scores(i, j, d, source, target, mass, jaccard)
+                pass_j[passed] = j
+                pass_c[passed] = c
+                pass_d[passed] = d
+                passed += (score_ij >= floor_i) | (score_ji >= floor[j])
+            for t in range(passed):
+                _offer_pair(i, pass_j[t], pass_c[t], pass_d[t], source, target, mass, label,
+                            jaccard, own + i, own + pass_j[t], val, key, size, floor, k,
+                            capacity)
 
     return _merge(val, key, size, label, k, capacity, threads)
 
