@@ -52,7 +52,10 @@ def main(
 
 
 def _fail(exc: RecsysError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    # The message names files, keys and values: printed as text, never read as rich markup
+    # (a config key such as "[batch.partition_size]" would vanish as a style tag).
+    message = Text.assemble(("error:", "bold red"), " ", str(exc))
+    err_console.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 

@@ -113,6 +113,9 @@ class RankerConfig(_Section):
     early_stopping_rounds: int = Field(20, ge=1)
     validation_share: float = Field(0.2, gt=0, lt=1, description="users held out for stopping")
     seed: int = 0
+    # Per labelled window, at most this many users (a seeded sample of those with a positive
+    # label in the window) give training and validation rows; None: every user with history.
+    training_users: int | None = Field(None, ge=1)
     # LightGBM's OpenMP threads spin while they wait: on a busy machine two threads can run ten
     # times slower than one, so one is the default.
     num_threads: int = Field(1, ge=1)
@@ -124,6 +127,9 @@ class RecommendConfig(_Section):
     n: int = Field(10, ge=1, description="recommendations per user")
     seeds_per_reason: int = Field(3, ge=1, description="history tracks named per reason")
     shap_top: int = Field(6, ge=1, description="largest SHAP contributions kept per row")
+    # SHAP values cost far more than a score: at scale they are kept for a sample of users,
+    # chosen by a seeded hash of the user id (the same users whatever the partitions).
+    shap_share: float = Field(1.0, gt=0, le=1, description="users whose lists get SHAP values")
 
 
 class GeneratorConfig(_Section):
@@ -165,6 +171,14 @@ class CurationConfig(_Section):
     block_creators: tuple[str, ...] = ()
 
 
+class BatchConfig(_Section):
+    """How the batch runs: the per-user stages (candidates, features, scoring, explanations)
+    run over partitions of this many users, so that their memory depends on the partition
+    size rather than on the number of users."""
+
+    partition_users: int | None = Field(20_000, ge=1, description="users per partition")
+
+
 class StoreConfig(_Section):
     keep_runs: int = Field(7, ge=1, description="runs kept in the store's runs/ folder")
 
@@ -179,6 +193,7 @@ class Config(_Section):
     recommend: RecommendConfig = RecommendConfig()
     curation: CurationConfig = CurationConfig()
     store: StoreConfig = StoreConfig()
+    batch: BatchConfig = BatchConfig()
     generator: GeneratorConfig = GeneratorConfig()
 
 

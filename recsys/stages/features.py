@@ -77,10 +77,19 @@ def build_features(
     *,
     moment: datetime,
     cfg: CandidatesConfig,
+    track_popularity: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Add the feature columns to `candidates` (one row per user and candidate track)."""
+    """Add the feature columns to `candidates` (one row per user and candidate track).
+
+    `track_popularity` (track_id, popularity over everyone) lets `feedback` hold only the rows
+    of the candidates' users and of the accounts they follow, as when users are served in
+    partitions; None computes it from `feedback`.
+    """
     frame = candidates.join(_seed_features(contributions, feedback, moment, cfg), on=[s.USER_ID, s.TRACK_ID], how="left")
-    frame = frame.join(_track_features(feedback, tracks, moment), on=s.TRACK_ID, how="left")
+    if track_popularity is None:
+        track_popularity = popularity(feedback)
+    by_track = _track_features(track_popularity, tracks, moment)
+    frame = frame.join(by_track, on=s.TRACK_ID, how="left")
     frame = frame.join(_same_creator(candidates, feedback, tracks), on=[s.USER_ID, s.TRACK_ID], how="left")
 
     shares = genre_shares(feedback, tracks)
@@ -113,9 +122,9 @@ def _seed_features(contributions, feedback, moment, cfg) -> pl.DataFrame:
     )
 
 
-def _track_features(feedback, tracks, moment) -> pl.DataFrame:
+def _track_features(track_popularity, tracks, moment) -> pl.DataFrame:
     ages = tracks.select(s.TRACK_ID, _days_before(moment, s.CREATED_AT).alias(TRACK_AGE_DAYS))
-    return ages.join(popularity(feedback), on=s.TRACK_ID, how="left")
+    return ages.join(track_popularity, on=s.TRACK_ID, how="left")
 
 
 def _same_creator(candidates, feedback, tracks) -> pl.DataFrame:
