@@ -5,7 +5,7 @@ user on average); it is generated once, not timed, and cached in the temporary f
 batch then runs in a child process with the settings the issue names: at most 200 candidates
 per user (100 by similarity, 60 by walks, 20 per popularity fallback), lists of 10, SHAP values
 for 1% of the users, the default walk budget (1,600 walks per user), the per-user stages in
-partitions of 20,000 users, and training rows from 20,000 users per labelled window.
+partitions of 10,000 users, and training rows from 20,000 users per labelled window.
 
 Printed per stage: wall time and the stage's own peak resident memory (from the run's `stages`
 table), then the run's total and peak, and the peak resident memory of the child process as
@@ -15,17 +15,19 @@ aggregating them per (user, track) with polars, in its own process.
 
     python benchmarks/scale.py             # 1M users, 200k tracks, ~50M events (the target:
                                            # 30 minutes, 16 GB on a 2-core machine)
-    python benchmarks/scale.py --medium    # 100k users, 20k tracks, ~5M events (for CI)
-    python benchmarks/scale.py --small     # 20k users, 4k tracks, ~1M events, about a minute
+    python benchmarks/scale.py --medium    # 50k users, 10k tracks, ~2.5M events (for CI)
+    python benchmarks/scale.py --small     # 5k users, 1k tracks, ~250k events, about a minute
 
-The last line is `RESULT total_s=<batch seconds> peak_gb=<batch peak> users=<users>
-ratio_vs_read=<batch seconds / reference seconds>`.
+Wall time on a shared machine depends on the other processes; the CPU seconds (of all threads)
+are printed beside it. The last line is `RESULT total_s=<batch seconds> peak_gb=<batch peak>
+cpu_s=<batch CPU seconds> users=<users> ratio_vs_read=<batch seconds / reference seconds>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -38,8 +40,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SIZES = {
     "full": {"users": 1_000_000, "tracks": 200_000},
-    "medium": {"users": 100_000, "tracks": 20_000},
-    "small": {"users": 20_000, "tracks": 4_000},
+    "medium": {"users": 50_000, "tracks": 10_000},
+    "small": {"users": 5_000, "tracks": 1_000},
 }
 EVENTS_PER_USER = 50.0
 SEED = 0
@@ -49,7 +51,7 @@ SETTINGS = {
     "walks": {"max_tracks": 60},
     "recommend": {"n": 10, "shap_share": 0.01},
     "ranker": {"training_users": 20_000},
-    "batch": {"partition_users": 20_000},
+    "batch": {"partition_users": 10_000},
 }
 SAMPLE_SECONDS = 0.2
 
@@ -128,7 +130,9 @@ def run_child(mode: str, *args: str) -> None:
         result = {"stages": run.stages, "summary": {
             k: run.summary[k] for k in ("users", "events", "recommendations", "seconds",
                                         "peak_memory_mb", "ndcg_ranker", "ndcg_users")}}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     result["seconds"] = time.perf_counter() - started
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     result["peak_gb"] = peak_mb() / 1024
     print(json.dumps(result, default=str))
 
@@ -155,18 +159,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=cache) as store:
         run = child("batch", str(data), store)
     summary = run["summary"]
-    print(f"\n{'stage':<14}{'seconds':>10}{'peak GB':>10}{'rows':>16}")
+    print(f"\n{'stage':<14}{'seconds':>10}{'CPU s':>10}{'peak GB':>10}{'rows':>16}")
     for row in run["stages"]:
-        print(f"{row['stage']:<14}{row['seconds']:>10.1f}{row['peak_memory_mb'] / 1024:>10.2f}"
-              f"{row['rows']:>16,}")
+        print(f"{row['stage']:<14}{row['seconds']:>10.1f}{row['cpu_seconds']:>10.1f}"
+              f"{row['peak_memory_mb'] / 1024:>10.2f}{row['rows']:>16,}")
     peak_gb = summary["peak_memory_mb"] / 1024
     print(f"\n{summary['users']:,} users, {summary['events']:,} events, "
           f"{summary['recommendations']:,} recommendations; ranker NDCG@10 "
           f"{summary['ndcg_ranker']} over {summary['ndcg_users']:,} users")
-    print(f"batch: {summary['seconds']:.1f} s, peak {peak_gb:.2f} GB (sampled from outside: "
-          f"{run['sampled_peak_gb']:.2f} GB); reference {reference['seconds']:.1f} s")
+    print(f"batch: {summary['seconds']:.1f} s ({run['cpu_seconds']:.0f} CPU s), peak "
+          f"{peak_gb:.2f} GB (sampled from outside: {run['sampled_peak_gb']:.2f} GB); reference "
+          f"{reference['seconds']:.1f} s")
+    ratio = summary["seconds"] / reference["seconds"]
     print(f"RESULT total_s={summary['seconds']:.1f} peak_gb={peak_gb:.2f} "
-          f"users={summary['users']} ratio_vs_read={summary['seconds'] / reference['seconds']:.1f}")
+          f"cpu_s={run['cpu_seconds']:.0f} users={summary['users']} ratio_vs_read={ratio:.1f}")
 
 
 if __name__ == "__main__":

@@ -105,15 +105,17 @@ class StageLog:
         self.done = 0
         self.rows: list[dict] = []
         self.memory = PeakTracker()
+        self._cpu = time.process_time()
         self._parts: dict[str, dict] = {}
 
     def start(self) -> float:
         self.memory.start()
+        self._cpu = time.process_time()
         return time.perf_counter()
 
     def __call__(self, name: str, started: float, **counts: int) -> None:
         seconds, peak = time.perf_counter() - started, self.memory.stage_peak()
-        self._record(name, seconds, peak, counts)
+        self._record(name, seconds, time.process_time() - self._cpu, peak, counts)
         self._advance(name)
 
     def part(self, name: str, started: float, partition: tuple[int, int], **counts: int) -> None:
@@ -122,8 +124,9 @@ class StageLog:
         seconds, peak = time.perf_counter() - started, self.memory.stage_peak()
         log.debug("%s, partition %s of %s: %s in %.1f s, peak %.0f MB", name, *partition,
                   _counts(counts), seconds, peak)
-        summed = self._parts.setdefault(name, {"seconds": 0.0, "peak": 0.0, "counts": {}})
+        summed = self._parts.setdefault(name, _nothing())
         summed["seconds"] += seconds
+        summed["cpu"] += time.process_time() - self._cpu
         summed["peak"] = max(summed["peak"], peak)
         for key, value in counts.items():
             summed["counts"][key] = summed["counts"].get(key, 0) + value
@@ -133,8 +136,9 @@ class StageLog:
     def close(self, *names: str) -> None:
         """Log and record the summed partitions of each stage in `names`."""
         for name in names:
-            summed = self._parts.pop(name, {"seconds": 0.0, "peak": 0.0, "counts": {}})
-            self._record(name, summed["seconds"], summed["peak"], summed["counts"])
+            summed = self._parts.pop(name, _nothing())
+            self._record(name, summed["seconds"], summed["cpu"], summed["peak"],
+                         summed["counts"])
             self._advance(name)
 
     @property
@@ -143,15 +147,20 @@ class StageLog:
         self.memory.stage_peak()
         return self.memory.overall_mb
 
-    def _record(self, name: str, seconds: float, peak: float, counts: dict) -> None:
+    def _record(self, name: str, seconds: float, cpu: float, peak: float, counts: dict) -> None:
         log.info("%s: %s in %.1f s, peak %.0f MB", name, _counts(counts), seconds, peak)
         self.rows.append({"stage": name, "seconds": round(seconds, 3),
-                          "rows": sum(counts.values()), "peak_memory_mb": round(peak, 1)})
+                          "rows": sum(counts.values()), "cpu_seconds": round(cpu, 3),
+                          "peak_memory_mb": round(peak, 1)})
 
     def _advance(self, name: str) -> None:
         self.done += 1
         if self.progress:
             self.progress(name, self.done, self.total)
+
+
+def _nothing() -> dict:
+    return {"seconds": 0.0, "cpu": 0.0, "peak": 0.0, "counts": {}}
 
 
 def _counts(counts: dict) -> str:
