@@ -12,6 +12,8 @@ pages = [
     st.Page("pages/inspector.py", title="User inspector", url_path="inspector"),
     st.Page("pages/supernodes.py", title="Super nodes", url_path="supernodes"),
     st.Page("pages/tracks.py", title="Track explorer", url_path="tracks"),
+    st.Page("pages/follow.py", title="Who to follow", url_path="follow"),
     st.Page("pages/runs.py", title="Runs", url_path="runs"),
+    st.Page("pages/evaluation.py", title="Evaluation", url_path="evaluation"),
 ]
 st.navigation(pages).run()

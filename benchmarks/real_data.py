@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 REAL = {
     "hetrec": (HETREC, DATASETS / "hetrec2011-lastfm-2k", ROOT / "configs" / "hetrec.toml"),
-    "movielens": (MOVIELENS, DATASETS / "ml-latest-small", None),
+    "movielens": (MOVIELENS, DATASETS / "ml-latest-small",
+                  ROOT / "configs" / "movielens.toml"),
 }
 
 
@@ -41,9 +42,12 @@ def run_one(name: str, data: Path, store: Path, cfg: Config) -> dict:
     """One batch run; its summary, stage timings and bias measures from the published file."""
     run_batch(data, store, cfg=cfg)
     with duckdb.connect(str(store / CURRENT), read_only=True) as con:
-        summary = con.execute("SELECT * FROM runs").pl().row(0, named=True)
+        summary = con.sql("SELECT * FROM runs").pl().row(0, named=True)
         stages = con.execute("SELECT stage, seconds FROM stages").fetchall()
         bias = con.execute("SELECT entity, metric, value FROM popularity_bias").fetchall()
+        recall = con.execute(
+            "SELECT sources, positives, found, recall, users FROM candidate_recall"
+        ).fetchall()
     print(f"\n## {name}: {data.name}")
     print(f"users {summary['users']:,}, tracks {summary['tracks']:,}, events "
           f"{summary['events']:,}; {summary['recommendations']:,} recommendations for "
@@ -53,6 +57,9 @@ def run_one(name: str, data: Path, store: Path, cfg: Config) -> dict:
     print(f"ndcg@10: ranker {summary['ndcg_ranker']}, candidate order "
           f"{summary['ndcg_candidate_order']}, over {summary['ndcg_users']} users "
           f"(kpi {summary['kpi']}, window {cfg.labels.window_days} days)")
+    print("candidate recall of the validation window: " + "; ".join(
+        f"{name} {found:,}/{positives:,} = {value or 0:.3f}" for name, positives, found, value, _
+        in recall) + (f" (later positives of {recall[0][4]} users)" if recall else ""))
     return {**summary, "bias": {(e, m): v for e, m, v in bias}}
 
 

@@ -49,6 +49,14 @@ if recs["reason_kind"].is_in(list(ui.REASON_WORDS)).all():
 st.dataframe(recs.select("rank", "title", "creator_id", "score", "reason_kind", "reason"),
              hide_index=True)
 
+st.subheader("What the ranker changed")
+if run.read(queries.has_ledger):
+    st.dataframe(run.read(queries.ledger, user_id).select(ui.LEDGER_COLUMNS), hide_index=True,
+                 column_config=ui.LEDGER_CONFIG)
+    st.caption(ui.LEDGER_CAPTION)
+else:
+    st.info("This run has no ledger of the ranker's changes; a new run of the batch has one.")
+
 st.subheader("Why this recommendation")
 titles = {row["track_id"]: f"{row['rank']}. {row['title'] or row['track_id']}"
           for row in recs.iter_rows(named=True)}
@@ -74,7 +82,7 @@ if not paths.is_empty():
                "the walk reached from it), through a listener who played both, to it; widths "
                "are visits.")
 
-shap = run.read(queries.shap_for, user_id, track_id)
+shap, computed = ui.shap_for(run, user_id, track_id)
 expected = run.read(queries.expected_value)
 if expected is None:
     st.info("No SHAP values: this run has no ranker, so the score is the candidate order.")
@@ -84,3 +92,6 @@ elif shap.is_empty():
 else:
     st.plotly_chart(ui.shap_waterfall(shap, expected))
     st.caption(f"Score {chosen['score']:.4f} = expected value {expected:.4f} + the contributions")
+    if computed:
+        st.caption("Computed now from the stored features and model: the batch stored SHAP "
+                   "for a share of users (recommend.shap_share).")

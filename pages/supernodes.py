@@ -5,7 +5,7 @@ sample of users or on one user without rerunning the batch."""
 import polars as pl
 import streamlit as st
 
-from recsys import queries, ui, whatif
+from recsys import queries, results, sweep, ui, ui_evaluation, whatif
 
 run = ui.setup()
 st.title("Super nodes")
@@ -28,6 +28,25 @@ st.plotly_chart(ui.lorenz_chart(run.read(queries.lorenz_curve, entity)))
 st.caption(f"Share of slots to the 1% most listened: {measures['top1_share']:.1%}; catalogue "
            f"covered: {measures['coverage']:.1%}; slots outside the short head: "
            f"{measures['tail_share']:.1%}.")
+
+st.subheader("Popularity trade-off")
+sweeps = ui_evaluation.result_files(run.store, results.SWEEPS)
+if not sweeps:
+    st.info("No sweep in this store yet: `recsys sweep DATA --store DIR` measures NDCG@10 "
+            "against tail share and Gini for several damping settings on a sample of users.")
+else:
+    swept = sweeps[0].read(results.sweep_summary).row(0, named=True)
+    in_use = sweep.setting_label(whatif.run_config(
+        run.read(queries.current_run)["config"][0]).similarity)
+    points = sweeps[0].read(results.sweep_points)
+    st.plotly_chart(ui_evaluation.frontier_chart(points, in_use))
+    marked = (f"The star is the current run's setting ({in_use})."
+              if in_use in points["setting"].to_list()
+              else f"The current run's setting ({in_use}) is not among the sweep's.")
+    st.caption(f"Sweep {swept['sweep_id']}: {swept['sample_users']:,} users with history "
+               f"sampled over {swept['cuts']} cut(s) up to {swept['as_of']:%Y-%m-%d}, "
+               f"{swept['users_scored']:,} of them with a new positive in the window after "
+               "their cut; each setting's similarity expansion alone, top 10. " + marked)
 
 st.subheader("Routes")
 labels = ui.entity_labels(board)

@@ -270,7 +270,8 @@ def recommend(
     shap: Annotated[int, typer.Option(help="SHAP contributions shown per recommendation.")] = 3,
 ) -> None:
     """Print one user's recommendations with their reasons and top SHAP contributions."""
-    from recsys import queries
+    from recsys import queries, shap_on_demand
+    from recsys.errors import UsageError
     from recsys.store import open_run
 
     try:
@@ -283,8 +284,15 @@ def recommend(
         table = Table(title=f"recommendations for {user}")
         for column in ("rank", "title", "score", "reason", "because you liked", "top SHAP"):
             table.add_column(column)
+        computed = None  # the user's SHAP computed now, where the batch did not store it
         for row in recs.iter_rows(named=True):
-            contributions = queries.shap_for(con, user, row["track_id"]).head(shap)
+            contributions = queries.shap_for(con, user, row["track_id"])
+            if contributions.is_empty() and base is not None:
+                if computed is None:
+                    computed = shap_on_demand.user_shap(con, user,
+                                                        shap_on_demand.load_explainer(con))
+                contributions = computed.filter(computed["track_id"] == row["track_id"])
+            contributions = contributions.head(shap)
             top = ", ".join(f"{r['feature']} {r['value']:+.3f}" for r in contributions.iter_rows(named=True))
             # Titles come from the data: Text keeps rich from reading them as markup.
             title = Text(row["title"] or row["track_id"])
@@ -300,7 +308,47 @@ def recommend(
 
 def _fallback_text(kind: str) -> str:
     return {"popular_in_genre": "no history track led here: popular in your genres",
-            "popular": "no history track led here: popular overall"}.get(kind, "")
+            "popular": "no history track led here: popular overall",
+            "als": "listeners whose taste matches yours play this"}.get(kind, "")
+
+
+@app.command()
+def follow(
+    user: Annotated[str, typer.Argument(help="A user id as it is in the data.")],
+    store: StoreOption,
+    run_id: Annotated[
+        Optional[str], typer.Option("--run", help="A run id from the registry; default: current.")
+    ] = None,
+) -> None:
+    """Print the accounts suggested for one user to follow, with the reason and the sources."""
+    from recsys import queries
+    from recsys.errors import UsageError
+    from recsys.store import open_run
+
+    try:
+        con = open_run(store, run_id)
+        if queries.user(con, user).height == 0:
+            run = queries.current_run(con)["run_id"][0]
+            raise UsageError(f"user {user!r} is not in run {run}; check the id (ids are matched "
+                             "exactly, as strings)")
+        suggestions = queries.follow_recommendations(con, user)
+        follows = queries.user_follows(con, user).height
+    except RecsysError as exc:
+        _fail(exc)
+    if suggestions.height == 0:
+        console.print(f"no accounts to suggest to {user} in this run (a dataset without follows "
+                      "has none)", highlight=False, markup=False)
+        return
+    table = Table(title=f"who {user} might follow (they follow {follows:,})")
+    for column in ("rank", "account", "score", "reason", "sources"):
+        table.add_column(column)
+    for row in suggestions.iter_rows(named=True):
+        # Names and ids come from the data: Text keeps rich from reading them as markup.
+        account = row["followee_id"]
+        account = Text(f"{row['name']} ({account})" if row["name"] else account)
+        table.add_row(str(row["rank"]), account, f"{row['score']:.4f}", Text(row["reason"]),
+                      ", ".join(row["sources"]))
+    console.print(table)
 
 
 @app.command()
@@ -353,3 +401,149 @@ def supernodes(
     for entity, metric, value in bias_rows:
         summary.add_row(entity, metric, f"{value:.4f}")
     console.print(summary)
+
+
+# Evaluation and the popularity trade-off: work that writes its own file into the store.
+
+AsOfOption = Annotated[
+    Optional[str],
+    typer.Option("--as-of", help="The latest cut (UTC, ISO 8601); default: one label window "
+                                 "before the last event."),
+]
+# The columns of the printed metrics tables.
+ACCURACY_SHOWN = ("ndcg", "precision", "recall", "map", "hit_rate")
+BEYOND_SHOWN = ("novelty", "gini", "tail_share", "coverage", "mean_popularity")
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="A dataset folder (see `recsys validate`).")],
+    store: StoreOption,
+    as_of: AsOfOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Compare the hybrid with each single source, EASE and most popular on later windows."""
+    import polars as pl
+
+    from recsys.config import load_config
+    from recsys.offline import run_evaluation
+    from recsys.pipeline import parse_as_of
+
+    try:
+        cfg = load_config(config)
+        moment = parse_as_of(as_of)
+        with _progress_bar() as bar:
+            task = bar.add_task("evaluation", total=None)
+
+            def advance(step: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=step)
+
+            result = run_evaluation(data, store, cfg=cfg, as_of=moment, progress=advance)
+    except RecsysError as exc:
+        _fail(exc)
+    for row in result.cuts.iter_rows(named=True):
+        console.print(
+            f"cut {row['cut']}: trained before {row['as_of']:%Y-%m-%d %H:%M:%S}, scored to "
+            f"{row['window_end']:%Y-%m-%d %H:%M:%S}: {row['users_scored']:,} users scored "
+            f"({row['users_without_positive']:,} with history but no new positive, "
+            f"{row['cold_users']:,} new users with one, none of them scored)", highlight=False)
+    for table in _metrics_tables(result.metrics, cfg.evaluation.ks,
+                                 int(result.cuts["users_scored"].sum())):
+        _print_whole(table)
+    ceiling = result.metrics.filter(pl.col("metric") == "candidate_recall")
+    if ceiling.height:
+        console.print(f"hybrid: {ceiling['value'][0]:.1%} of the scored users' new positives "
+                      "were among its candidates (the ceiling of its recall)", highlight=False)
+    for model, status in result.status.items():
+        if status.startswith("skipped"):
+            console.print(Text(f"{model}: {status}"))
+    if result.faithfulness is not None and result.faithfulness.height:
+        dropped = int(result.faithfulness["dropped"].sum())
+        tested = result.faithfulness.height
+        console.print(f"because you liked: without its named seed the score dropped for "
+                      f"{dropped} of {tested} recommendations ({dropped / tested:.0%})",
+                      highlight=False)
+    console.print(f"evaluation {result.evaluation_id} written to {result.path}", highlight=False)
+
+
+def _metrics_tables(metrics, ks: tuple[int, ...], users: int) -> list[Table]:
+    """One row per model in two tables: accuracy (NDCG at every k, the others at the middle k)
+    and beyond accuracy (at the middle k)."""
+    import polars as pl
+
+    k = sorted(ks)[len(ks) // 2]
+    accuracy = [f"ndcg@{n}" for n in sorted(ks)] + [f"{m}@{k}" for m in ACCURACY_SHOWN[1:]]
+    beyond = [f"{m}@{k}" for m in BEYOND_SHOWN]
+    overall = metrics.filter(pl.col("slice_kind") == "all")
+    tables = []
+    for title, columns in ((f"accuracy over {users:,} (cut, user) pairs", accuracy),
+                           ("beyond accuracy (novelty in bits)", beyond)):
+        table = Table(title=title)
+        table.add_column("model", no_wrap=True)
+        for column in columns:
+            table.add_column(column, justify="right")
+        for model in overall["model"].unique(maintain_order=True):
+            values = dict(overall.filter(pl.col("model") == model).select("metric", "value")
+                          .rows())
+            table.add_row(model, *[_number(values.get(c)) for c in columns])
+        tables.append(table)
+    return tables
+
+
+def _print_whole(table: Table) -> None:
+    """Print a table at its natural width even where the terminal (or a pipe's 80 columns) is
+    narrower, so that no figure is cut."""
+    natural = console.measure(table, options=console.options.update_width(1_000)).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    Console(file=console.file, width=natural, force_terminal=console.is_terminal).print(table)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+@app.command()
+def sweep(
+    data: Annotated[Path, typer.Argument(help="A dataset folder (see `recsys validate`).")],
+    store: StoreOption,
+    as_of: AsOfOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Try similarity damping settings on a sample of users: NDCG@10 against tail share, Gini."""
+    from recsys.config import load_config
+    from recsys.pipeline import parse_as_of
+    from recsys.sweep import run_sweep
+
+    try:
+        cfg = load_config(config)
+        moment = parse_as_of(as_of)
+        with _progress_bar() as bar:
+            task = bar.add_task("sweep", total=None)
+
+            def advance(step: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=step)
+
+            result = run_sweep(data, store, cfg=cfg, as_of=moment, progress=advance)
+    except RecsysError as exc:
+        _fail(exc)
+    summary = result.summary
+    table = Table(title=f"damping settings on {summary['sample_users']:,} users over "
+                        f"{summary['cuts']} cut(s) up to {summary['as_of']:%Y-%m-%d} "
+                        f"({summary['users_scored']:,} with a new positive)")
+    for column in ("setting", "ndcg@10", "tail share", "gini", "coverage", "in use"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    for row in result.points.iter_rows(named=True):
+        table.add_row(row["setting"], _number(row["ndcg"]), _number(row["tail_share"]),
+                      _number(row["gini"]), _number(row["coverage"]),
+                      "yes" if row["setting"] == summary["in_use"] else "")
+    _print_whole(table)
+    console.print(f"sweep {result.sweep_id} written to {result.path}", highlight=False)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
+    ValidationError,
+)
 
 from recsys.errors import ConfigError
 
@@ -89,24 +92,62 @@ class WalksConfig(_Section):
     seed: int = Field(0, ge=0, description="seed of the random walks")
 
 
-Kpi = Literal["plays", "listening_time", "likes", "reposts"]
+class FactorsConfig(_Section):
+    """implicit's ALS on the weighted feedback: a candidate source (`als`) beside similarity
+    and walks. The confidence of a positive (user, track) pair is `alpha` times its strength
+    (`log1p` of it with `log_strength`, so that a few heavy listeners do not dominate)."""
+
+    enabled: bool = True
+    factors: int = Field(32, ge=1, description="latent factors per user and track")
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(2.0, gt=0, description="confidence per unit of (scaled) strength")
+    log_strength: bool = True
+    iterations: int = Field(15, ge=1)
+    max_tracks: int = Field(100, ge=1, description="unheard tracks kept per user, best first")
+    seed: int = Field(0, ge=0, description="seed of the initial factors")
+    # One thread by default, like the ranker: reproducible and quiet on a busy machine.
+    num_threads: int = Field(1, ge=1)
+
+
+class FeaturesConfig(_Section):
+    """Knobs of the ranker's features (see `recsys/stages/affinity.py`)."""
+
+    half_life_days: float = Field(
+        30.0, gt=0, description="age at which an interaction counts half in the affinities"
+    )
+    trend_recent_days: float = Field(7.0, gt=0, description="recent window of the trend")
+    trend_base_days: float = Field(28.0, gt=0, description="the window before it")
+
+
+Kpi = Literal["plays", "listening_time", "likes", "reposts", "likes_or_reposts", "engagement"]
 
 
 class LabelsConfig(_Section):
-    """Labels from the window after the training cut."""
+    """Labels from the window after the training cut (see `recsys/stages/labels.py`)."""
 
-    kpi: Kpi = "plays"
+    kpi: Kpi = "engagement"
     window_days: float = Field(28.0, gt=0)
+    # `engagement` grades a play 2 ("listened") when it lasts this share of the track's
+    # duration, or, for a track of unknown duration (or with the share None), this many seconds.
+    listened_share: float | None = Field(0.5, gt=0, le=1)
+    listened_seconds: float = Field(60.0, gt=0)
+
+
+RankerObjective = Literal["lambdarank", "binary"]
 
 
 class RankerConfig(_Section):
-    """The LightGBM lambdarank model."""
+    """The LightGBM ranker: lambdarank on the graded labels, or a binary classifier whose
+    positive class is a positive sum of the window's signals (skips count against)."""
 
+    objective: RankerObjective = "lambdarank"
     num_trees: int = Field(200, ge=1)
     num_leaves: int = Field(15, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     min_data_in_leaf: int = Field(50, ge=1)
-    training_cuts: int = Field(3, ge=1, description="label windows stacked for training rows")
+    # Two measured best on the sample data (see the README's Time section): a third window's cut
+    # has too little history before it to look like serving.
+    training_cuts: int = Field(2, ge=1, description="label windows stacked for training rows")
     negatives_per_user: int | None = Field(
         40, ge=1, description="label-0 candidates kept per user and cut in training (None: all)"
     )
@@ -127,9 +168,11 @@ class RecommendConfig(_Section):
     n: int = Field(10, ge=1, description="recommendations per user")
     seeds_per_reason: int = Field(3, ge=1, description="history tracks named per reason")
     shap_top: int = Field(6, ge=1, description="largest SHAP contributions kept per row")
-    # SHAP values cost far more than a score: at scale they are kept for a sample of users,
-    # chosen by a seeded hash of the user id (the same users whatever the partitions).
-    shap_share: float = Field(1.0, gt=0, le=1, description="users whose lists get SHAP values")
+    # SHAP is computed in the batch for the lists of this share of users, chosen by a hash of
+    # `shap_seed` and the user id; the others' are computed on demand by the inspector (the
+    # features of every served recommendation are stored). 1 is every user.
+    shap_share: float = Field(1.0, ge=0, le=1)
+    shap_seed: int = Field(0, ge=0, description="seed of the users whose SHAP the batch stores")
 
 
 class GeneratorConfig(_Section):
@@ -179,6 +222,95 @@ class BatchConfig(_Section):
     partition_users: int | None = Field(20_000, ge=1, description="users per partition")
 
 
+AffinityForm = Literal["weighted", "classification"]
+Bays = Literal["none", "genre", "graph"]
+FollowProtocol = Literal["auto", "window", "holdout"]
+
+
+class FollowConfig(_Section):
+    """Who to follow: the sources, ALS on user-to-creator affinity, the merge, the evaluation."""
+
+    n: int = Field(10, ge=1, description="suggestions per user")
+    per_source: int = Field(50, ge=1, description="candidates kept per source and user")
+    # Item-based CF on the follow graph (accounts co-followed) and creators co-listened use the
+    # damping options of track similarity; a follower or a listener is the "user" side.
+    similarity: SimilarityConfig = SimilarityConfig()
+    # Circle of trust: personalized PageRank from the user; the chance of a jump back to them.
+    trust_restart: float = Field(0.3, gt=0, lt=1)
+    # ALS's user-to-creator affinity: "weighted" sums the weighted listens, likes and reposts
+    # of a creator's tracks (log-scaled); "classification" is 1 where the signed sum (skips
+    # count against) is positive, and no entry otherwise.
+    affinity: AffinityForm = "weighted"
+    play_weight: float = Field(1.0, ge=0)
+    like_weight: float = Field(4.0, ge=0)
+    repost_weight: float = Field(6.0, ge=0)
+    skip_weight: float = Field(-3.0, le=0, description="classification form only")
+    factor_choices: tuple[PositiveInt, ...] = Field(
+        (8, 16, 32, 64), min_length=1, description="ALS factor counts tried on validation"
+    )
+    als_iterations: int = Field(15, ge=1)
+    als_regularization: float = Field(0.05, ge=0)
+    als_alpha: float = Field(10.0, gt=0, description="ALS confidence per unit of affinity")
+    # "Musical bays": one ALS per community of users (by dominant genre, or a Louvain
+    # community of the follow graph) instead of one global model; bays smaller than
+    # `min_bay_users` share one model.
+    bays: Bays = "none"
+    min_bay_users: int = Field(50, ge=1)
+    # Evaluation: "window" scores the follows made in the last `window_days` (dated follows);
+    # "holdout" a seeded `holdout_share` of the edges (undated follows; a friendship counts as
+    # one edge); "auto" picks window when every follow has a date.
+    protocol: FollowProtocol = "auto"
+    window_days: float = Field(28.0, gt=0)
+    holdout_share: float = Field(0.2, gt=0, lt=0.5)
+    seed: int = Field(0, ge=0, description="seed of the hold-outs, ALS and the communities")
+    num_threads: int = Field(1, ge=1, description="ALS threads")
+# "similarity" stands for one model per measure; "similarity:<measure>" for one of them.
+EvaluationModel = Literal[(
+    "most_popular", "ease", "als", "walks", "similarity", "hybrid",
+    *(f"similarity:{measure}" for measure in get_args(SimilarityMeasure)),
+)]
+
+
+class EvaluationConfig(_Section):
+    """`recsys evaluate`: the models compared, the cuts, and each baseline's tuning grid."""
+
+    ks: tuple[PositiveInt, ...] = Field((5, 10, 20), min_length=1,
+                                        description="list lengths measured")
+    models: tuple[EvaluationModel, ...] = (
+        "most_popular", "ease", "als", "walks", "similarity", "hybrid",
+    )
+    min_users: int = Field(100, ge=1, description="users scored before no more cuts are stacked")
+    max_cuts: int = Field(8, ge=1, description="rolling cuts stacked at most")
+    # Tune each baseline on the window before every cut, or once before the earliest cut.
+    tune_each_cut: bool = True
+    # EASE inverts a dense tracks x tracks matrix: tracks with fewer positive listeners are
+    # left out of it, and past `ease_max_tracks` EASE is skipped (4 bytes per cell, times 3).
+    ease_min_listeners: int = Field(2, ge=1)
+    ease_max_tracks: int = Field(12_000, ge=1)
+    ease_lambdas: tuple[PositiveFloat, ...] = Field((10.0, 100.0, 500.0, 2000.0),
+                                                    min_length=1)
+    als_factors: tuple[PositiveInt, ...] = Field((16, 64), min_length=1)
+    als_regularization: tuple[NonNegativeFloat, ...] = Field((0.01, 0.1, 1.0, 10.0),
+                                                           min_length=1)
+    als_iterations: int = Field(15, ge=1)
+    als_alpha: float = Field(1.0, gt=0, description="confidence per unit of strength")
+    similarity_k: tuple[PositiveInt, ...] = Field((20, 50, 100), min_length=1)
+    walks_restart: tuple[Annotated[float, Field(gt=0, le=1)], ...] = Field(
+        (0.15, 0.3, 0.5), min_length=1
+    )
+    faithfulness_sample: int = Field(100, ge=0, description="recommendations tested, 0: none")
+    seed: int = 0
+
+
+class SweepConfig(_Section):
+    """`recsys sweep`: the damping settings tried on a sample of users."""
+
+    users: int = Field(500, ge=1, description="users in the seeded sample")
+    seed: int = 0
+    betas: tuple[Annotated[float, Field(ge=0, le=2)], ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    bm25_b: tuple[Annotated[float, Field(ge=0, le=1)], ...] = (0.25, 0.5, 0.75, 1.0)
+
+
 class StoreConfig(_Section):
     keep_runs: int = Field(7, ge=1, description="runs kept in the store's runs/ folder")
 
@@ -188,13 +320,18 @@ class Config(_Section):
     similarity: SimilarityConfig = SimilarityConfig()
     candidates: CandidatesConfig = CandidatesConfig()
     walks: WalksConfig = WalksConfig()
+    factors: FactorsConfig = FactorsConfig()
+    features: FeaturesConfig = FeaturesConfig()
     labels: LabelsConfig = LabelsConfig()
     ranker: RankerConfig = RankerConfig()
     recommend: RecommendConfig = RecommendConfig()
     curation: CurationConfig = CurationConfig()
+    follow: FollowConfig = FollowConfig()
     store: StoreConfig = StoreConfig()
     batch: BatchConfig = BatchConfig()
     generator: GeneratorConfig = GeneratorConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    sweep: SweepConfig = SweepConfig()
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -3,12 +3,15 @@
 Time (see DESIGN.md): a run at `as_of` sees the events with ts < as_of. With `w` the label
 window (`labels.window_days`) and `n` the training cuts (`ranker.training_cuts`):
 
-- training rows: for i = 1..n, features before `as_of - (i + 1) w` and labels from the window
-  after that cut, stacked (one ranking group per cut and user); early stopping on held-out users;
-- validation: features before `as_of - w`, labels in `[as_of - w, as_of)`; the fitted ranker and
-  the plain candidate order are both scored there (NDCG@10);
-- serving: the ranker is refitted with the same number of trees on the validation rows (the
-  latest labelled window) and applied to the features at `as_of`.
+- window i (i = 0..n): features from the events before `as_of - (i + 1) w`, labels from the
+  window after that cut. Window 0 is the validation window, windows 1..n the training windows,
+  stacked as one ranking group per window and user;
+- the number of trees: fitted on windows 2..n and stopped early on window 1 (with n = 1, on a
+  seeded share of window 1's users);
+- validation: a ranker fitted on windows 1..n with that many trees, and the plain candidate
+  order, are both scored on window 0 (NDCG@10), which neither saw;
+- serving: the ranker is refitted with the same number of trees on windows 0..n-1 (the latest
+  n) and applied to the features at `as_of`.
 
 At each moment the global stages (feedback of everyone, similarity, popularity, the listener
 graph) run once (`world_at`); the per-user stages (candidates and walks, features, labels or
@@ -32,16 +35,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys import __version__, bias, evaluate, partitions, schema as s
+from recsys import __version__, bias, evaluate, follow_batch, partitions, schema as s
 from recsys.config import Config
 from recsys.errors import RecsysError, RunError, UsageError
 from recsys.io.dataset import Dataset, read_dataset
 from recsys.memory import PeakTracker
 from recsys.stages import candidates as cand
-from recsys.stages import explain, features as feat, walks
+from recsys.stages import affinity, explain, factors as fx, features as feat, walks
 from recsys.stages.curation import apply_rules
 from recsys.stages.feedback import events_before, feedback
-from recsys.stages.labels import LABEL, labels
+from recsys.stages.labels import LABEL, LABEL_POSITIVE, labels
 from recsys.stages.ranker import CUT, SCORE, TrainedRanker, ndcg_at, train_ranker
 from recsys.stages.similarity import similar_tracks
 from recsys.store import RunWriter, new_run_id, prune_runs, record_run
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 ORDER_SCORE = "order_score"
+RANKER_COLUMNS = (s.USER_ID, s.TRACK_ID, *feat.FEATURES, LABEL, LABEL_POSITIVE, ORDER_SCORE)
 # Paths recorded per walk recommendation to share its visits between seeds; the store keeps
 # the top `walks.paths_per_track` of them.
 SHARE_PATHS = 50
@@ -58,7 +62,8 @@ SHARE_PATHS = 50
 @dataclass
 class Snapshot:
     """What the engine knows at one moment: feedback, neighbours, the users' seeds and the
-    listener graph their walks ran on, and the candidates with their seed contributions."""
+    listener graph their walks ran on, the ALS factors, and the candidates with their seed
+    contributions."""
 
     moment: datetime
     feedback: pl.DataFrame
@@ -67,19 +72,24 @@ class Snapshot:
     contributions: pl.DataFrame
     seeds: pl.DataFrame
     graph: walks.ListenerGraph
+    factors: fx.Factors | None = None
     popularity: pl.DataFrame | None = None  # of everyone, when `feedback` holds only some users
+    by_track: pl.DataFrame | None = None  # affinity.track_figures of everyone, likewise
 
 
 @dataclass
 class World:
     """What the global stages know at one moment, about everyone: feedback, neighbours, track
-    popularity, the listener graph the walks run on, and the follows made before it."""
+    popularity and the other per-track figures, the listener graph the walks run on, the ALS
+    factors, and the follows made before it."""
 
     moment: datetime
     feedback: pl.DataFrame
     similar: pl.DataFrame
     popularity: pl.DataFrame
+    by_track: pl.DataFrame
     graph: walks.ListenerGraph
+    factors: fx.Factors | None
     follows: pl.DataFrame
 
 
@@ -181,14 +191,16 @@ def take_snapshot(data: Dataset, moment: datetime, users: pl.Series, cfg: Config
 
 def world_at(data: Dataset, moment: datetime, cfg: Config) -> World:
     """The global stages at `moment`: everyone's feedback from the events before it, the
-    neighbours, the tracks' popularity and the listener graph."""
+    neighbours, the tracks' popularity and other figures, the listener graph and ALS."""
     fb = feedback(events_before(data.events, moment), cfg.feedback)
     similar = similar_tracks(fb, cfg.similarity, moment=moment)
     follows = follows_before(data.follows, moment)
     graph = walks.listener_graph(
         fb, follows=follows if cfg.walks.follow_probability > 0 else None
     )
-    return World(moment, fb, similar, cand.popularity(fb), graph, follows)
+    factors = fx.fit_factors(fb, cfg.factors) if cfg.factors.enabled else None
+    by_track = affinity.track_figures(fb, moment, cfg.features)
+    return World(moment, fb, similar, cand.popularity(fb), by_track, graph, factors, follows)
 
 
 def snapshot_of(world: World, users: pl.Series, data: Dataset, cfg: Config) -> Snapshot:
@@ -200,7 +212,8 @@ def snapshot_of(world: World, users: pl.Series, data: Dataset, cfg: Config) -> S
     around = pl.concat([users.to_frame(s.USER_ID), followed]).unique()
     fb = world.feedback.join(around, on=s.USER_ID, how="semi")
     return build_snapshot(world.moment, users, fb, world.similar, data.tracks, world.follows,
-                          cfg, graph=world.graph, popularity=world.popularity)
+                          cfg, graph=world.graph, popularity=world.popularity,
+                          by_track=world.by_track, factors=world.factors)
 
 
 def build_snapshot(
@@ -214,12 +227,15 @@ def build_snapshot(
     *,
     graph: walks.ListenerGraph | None = None,
     popularity: pl.DataFrame | None = None,
+    by_track: pl.DataFrame | None = None,
+    factors: fx.Factors | None = None,
 ) -> Snapshot:
     """The candidates of `users` from feedback `fb` and neighbours `similar`: similarity
-    expansion, walks from the same seeds, and the fallbacks.
+    expansion, walks from the same seeds, ALS, and the fallbacks.
 
-    `graph` and `popularity`, built from everyone's feedback, let `fb` hold only the rows of
-    `users` and of the accounts they follow; None builds them from `fb`.
+    `graph`, `popularity`, `by_track` and `factors`, built from everyone's feedback, let `fb`
+    hold only the rows of `users` and of the accounts they follow; None builds them from `fb`
+    (ALS is fitted on `fb` unless `factors` are given).
     """
     user_seeds = cand.seeds(fb, cfg.candidates).join(
         users.unique().to_frame(s.USER_ID), on=s.USER_ID, how="semi"
@@ -230,11 +246,15 @@ def build_snapshot(
         )
     walked = walks.walk_candidates(graph, user_seeds, fb.select(s.USER_ID, s.TRACK_ID),
                                    cfg.walks)
+    if factors is None and cfg.factors.enabled:
+        factors = fx.fit_factors(fb, cfg.factors)
+    factored = fx.als_candidates(factors, users, cfg.factors) if cfg.factors.enabled else None
     candidates, contributions = cand.generate_candidates(
-        users, fb, similar, tracks, cfg.candidates, walked=walked, track_popularity=popularity
+        users, fb, similar, tracks, cfg.candidates, walked=walked, factored=factored,
+        track_popularity=popularity,
     )
-    return Snapshot(moment, fb, similar, candidates, contributions, user_seeds, graph,
-                    popularity)
+    return Snapshot(moment, fb, similar, candidates, contributions, user_seeds, graph, factors,
+                    popularity, by_track)
 
 
 def follows_before(follows: pl.DataFrame, moment: datetime) -> pl.DataFrame:
@@ -246,7 +266,7 @@ def snapshot_features(data: Dataset, snap: Snapshot, cfg: Config) -> pl.DataFram
     return feat.build_features(
         snap.candidates, snap.contributions, snap.feedback, data.tracks,
         follows_before(data.follows, snap.moment), moment=snap.moment, cfg=cfg.candidates,
-        track_popularity=snap.popularity,
+        features=cfg.features, track_popularity=snap.popularity, by_track=snap.by_track,
     )
 
 
@@ -254,8 +274,9 @@ def explain_lists(
     recs: pl.DataFrame, snap: Snapshot, cfg: Config
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The "because you liked" seeds of each recommendation (from its similarity
-    contributions, or for a walk, from the visits of its walk paths) and the top walk paths
-    into every recommendation that the walks proposed."""
+    contributions; for a walk, from the visits of its walk paths; for ALS, from implicit's
+    explanation of its score) and the top walk paths into every recommendation that the walks
+    proposed."""
     walked = recs.filter(pl.col(cand.SOURCES_COLUMN).list.contains(cand.WALK))
     paths_cfg = cfg.walks.model_copy(
         update={"paths_per_track": max(cfg.walks.paths_per_track, SHARE_PATHS)}
@@ -265,16 +286,22 @@ def explain_lists(
     reasons = pl.concat([
         explain.seed_reasons(recs, snap.contributions, cfg.recommend),
         explain.walk_seed_reasons(recs, paths, cfg.recommend),
+        fx.als_reasons(snap.factors, explain.of_kind(recs, cand.ALS), cfg.recommend),
     ])
     return reasons.sort(s.USER_ID, s.TRACK_ID), explain.top_paths(paths, cfg.walks.paths_per_track)
 
 
 def candidate_order(frame: pl.DataFrame) -> pl.Series:
-    """The plain candidate order as a score: by similarity sum, then by walk score, then by the
-    fallbacks' scores."""
-    keys = [feat.SIM_SUM, *(cand.score_column(src) for src in cand.SOURCES[1:])]
+    """The plain candidate order as a score: by similarity sum, then by walk score, then by ALS
+    score, then by the fallbacks' scores; a source that did not propose a candidate puts it
+    after those it did propose (an ALS score can be negative)."""
+    proposed = [
+        pl.when(pl.col(cand.rank_column(src)).is_not_null()).then(pl.col(cand.score_column(src)))
+        for src in cand.SOURCES[1:]
+    ]
+    keys = [pl.col(s.USER_ID), pl.col(feat.SIM_SUM), *proposed, pl.col(s.TRACK_ID)]
     ranked = frame.with_row_index("_i").sort(
-        [s.USER_ID, *keys, s.TRACK_ID], descending=[False, *[True] * len(keys), False]
+        keys, descending=[False, *[True] * (len(keys) - 2), False], nulls_last=True
     )
     position = ranked.with_columns(pl.int_range(pl.len()).over(s.USER_ID).alias("_p"))
     return -position.sort("_i")["_p"].cast(pl.Float64)
@@ -290,7 +317,8 @@ def labelled_rows(
     in the window give rows. The users' rows are built partition by partition.
     """
     world = world_at(data, moment, cfg)
-    graded = labels(data.events, start=moment, end=end, kpi=cfg.labels.kpi, weights=cfg.feedback)
+    graded = labels(data.events, start=moment, end=end, kpi=cfg.labels.kpi, weights=cfg.feedback,
+                    tracks=data.tracks, thresholds=cfg.labels)
     users = world.feedback[s.USER_ID].unique()
     if cfg.ranker.training_users is not None:
         labelled = graded.filter(pl.col(LABEL) > 0)[s.USER_ID]
@@ -301,7 +329,7 @@ def labelled_rows(
         snap = snapshot_of(world, part, data, cfg)
         part_rows = snapshot_features(data, snap, cfg).join(
             graded, on=[s.USER_ID, s.TRACK_ID], how="left"
-        ).with_columns(pl.col(LABEL).fill_null(0))
+        ).with_columns(pl.col(LABEL).fill_null(0), pl.col(LABEL_POSITIVE).fill_null(False))
         rows.append(part_rows.with_columns(candidate_order(part_rows).alias(ORDER_SCORE)))
         recall.append(evaluate.candidate_recall(snap.candidates, graded, snap.feedback,
                                                 snap.seeds))
@@ -322,55 +350,86 @@ def fingerprint(data: Dataset, folder: Path) -> str:
 
 @dataclass
 class RankerOutcome:
+    """The serving ranker, its comparison with the candidate order on the validation window,
+    and the ranker that comparison scored (`judged`, fitted without the validation window)."""
+
     ranker: TrainedRanker | None
     evaluation: pl.DataFrame
     status: str
     recall: pl.DataFrame
+    judged: TrainedRanker | None = None
 
 
 def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> RankerOutcome:
-    """Fit on the training window, compare on the validation window, refit on the latter."""
+    """Label the windows, choose the number of trees, compare the ranker with the candidate
+    order on the latest window, and refit for serving (see the module's docstring)."""
     window = timedelta(days=cfg.labels.window_days)
     valid_cut = as_of - window
+    n = cfg.ranker.training_cuts
 
     started = stage.start()
-    stacked = []
-    for i in range(1, cfg.ranker.training_cuts + 1):
+    windows, recall = [], None
+    for i in range(n + 1):
         cut = as_of - (i + 1) * window
-        rows, _ = labelled_rows(data, cut, cut + window, cfg)
-        stacked.append(rows.with_columns(pl.lit(i, dtype=pl.Int32).alias(CUT)))
-    train_rows = pl.concat(stacked)
-    valid_rows, recall = labelled_rows(data, valid_cut, as_of, cfg)
-    stage("training rows", started, train_rows=train_rows.height, validation_rows=valid_rows.height)
+        rows, window_recall = labelled_rows(data, cut, cut + window, cfg)
+        rows = rows.select(RANKER_COLUMNS).with_columns(pl.lit(i, dtype=pl.Int32).alias(CUT))
+        windows.append(rows)
+        recall = window_recall if recall is None else recall
+    stage("training rows", started, train_rows=sum(w.height for w in windows[1:]),
+          validation_rows=windows[0].height)
 
     started = stage.start()
-    first = train_ranker(train_rows, feat.FEATURES, cfg.ranker)
-    evaluation = []
-    if first is not None and valid_rows.height:
-        scored = valid_rows.with_columns(pl.Series(SCORE, first.raw_scores(valid_rows)))
-        for order, column in (("ranker", SCORE), ("candidate_order", ORDER_SCORE)):
-            value, users = ndcg_at(scored, column, k=10)
-            evaluation.append({"window_start": valid_cut, "order": order, "metric": "ndcg@10",
-                               "value": value, "users": users})
-    final = train_ranker(valid_rows, feat.FEATURES, cfg.ranker,
-                         num_trees=first.best_iteration if first else cfg.ranker.num_trees)
-    if final is None and first is not None:
-        final = first
+    trees = choose_trees(windows, cfg)
+    judged = train_ranker(pl.concat(windows[1:]), feat.FEATURES, cfg.ranker, num_trees=trees)
+    evaluation = compare_orders(judged, windows[0], valid_cut)
+    final = train_ranker(pl.concat(windows[:n]), feat.FEATURES, cfg.ranker, num_trees=trees)
+    final = final or judged
     status = "fitted" if final else "skipped: no user has both positive and other candidates"
     stage("ranker", started, train_rows=final.train_rows if final else 0,
           trees=final.best_iteration if final else 0)
-    if evaluation:
-        log.info("ranker: ndcg@10 %.4f against candidate order %.4f over %s users",
-                 evaluation[0]["value"], evaluation[1]["value"], evaluation[0]["users"])
+    if evaluation.height:
+        values = dict(zip(evaluation["order"], evaluation["value"]))
+        log.info("ranker (%s): ndcg@10 %.4f against candidate order %.4f over %s users",
+                 cfg.ranker.objective, values["ranker"], values["candidate_order"],
+                 evaluation["users"][0])
     for row in recall.iter_rows(named=True):
         log.info("candidate recall (%s): %s of %s later positives of %s users",
                  row["sources"], f"{row['found']:,}", f"{row['positives']:,}", row["users"])
-    frame = pl.DataFrame(evaluation, schema={"window_start": s.UTC_DATETIME, "order": pl.String,
-                                             "metric": pl.String, "value": pl.Float64,
-                                             "users": pl.Int64})
     recall = recall.select(pl.lit(valid_cut, dtype=s.UTC_DATETIME).alias("window_start"),
                            pl.all())
-    return RankerOutcome(final, frame, status, recall)
+    return RankerOutcome(final, evaluation, status, recall, judged)
+
+
+def choose_trees(windows: list[pl.DataFrame], cfg: Config) -> int | None:
+    """The number of trees, by early stopping: fitted on the training windows before the latest
+    one and stopped on the latest (`windows[1]`); with one training window (or nothing to learn
+    before the latest), on a share of the users held out of the training windows. None when no
+    training window has a user with mixed labels."""
+    if len(windows) > 2:
+        chooser = train_ranker(pl.concat(windows[2:]), feat.FEATURES, cfg.ranker,
+                               stop_rows=windows[1])
+        if chooser is not None:
+            return chooser.best_iteration
+    chooser = train_ranker(pl.concat(windows[1:]), feat.FEATURES, cfg.ranker)
+    return chooser.best_iteration if chooser else None
+
+
+def compare_orders(
+    ranker: TrainedRanker | None, rows: pl.DataFrame, window_start: datetime
+) -> pl.DataFrame:
+    """window_start, order, metric, value, users: NDCG@10 of the ranker's order and of the
+    plain candidate order on `rows` (a window the ranker did not learn from)."""
+    schema = {"window_start": s.UTC_DATETIME, "order": pl.String, "metric": pl.String,
+              "value": pl.Float64, "users": pl.Int64}
+    if ranker is None or rows.height == 0:
+        return pl.DataFrame(schema=schema)
+    scored = rows.with_columns(pl.Series(SCORE, ranker.raw_scores(rows)))
+    evaluation = []
+    for order, column in (("ranker", SCORE), ("candidate_order", ORDER_SCORE)):
+        value, users = ndcg_at(scored, column, k=10)
+        evaluation.append({"window_start": window_start, "order": order, "metric": "ndcg@10",
+                           "value": value, "users": users})
+    return pl.DataFrame(evaluation, schema=schema)
 
 
 # The tables that serving writes partition by partition, and its per-partition stages.
@@ -390,32 +449,41 @@ class Served:
 
 
 def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Config,
-          stage: StageLog, writer: RunWriter) -> Served:
+          stage: StageLog, writer: RunWriter | None = None) -> Served:
     """Serve every user at `as_of`: the global stages once, then the per-user stages over
     partitions of `batch.partition_users` users, each partition's rows appended to the run
-    file as it is done; then the popularity bias of all the lists."""
+    file as it is done; then the popularity bias of all the lists.
+
+    Without a `writer` (offline evaluation), the per-user tables, feedback and similar_tracks
+    are kept in memory and returned in `Served.tables` with the others."""
+    kept: dict[str, list[pl.DataFrame]] = {}
     started = stage.start()
     world = world_at(data, as_of, cfg)
-    writer.write("feedback", world.feedback)
-    writer.write("similar_tracks", world.similar)
+    if writer is not None:
+        writer.write("feedback", world.feedback)
+        writer.write("similar_tracks", world.similar)
     stage("global", started, interactions=world.feedback.height,
           neighbour_pairs=world.similar.height)
 
     users = pl.concat([data.users[s.USER_ID], world.feedback[s.USER_ID]])
     size = cfg.batch.partition_users
     total = partitions.count(users, size)
-    effects, contribs = [], []
+    effects, contribs, listed = [], [], []
     for number, part in enumerate(partitions.partitions(users, size), 1):
         tables, part_effects, contrib = serve_users(world, part, data, ranker, cfg, stage,
                                                     (number, total))
         for name in PER_USER_TABLES:
-            writer.append(name, tables[name])
+            if writer is None:
+                kept.setdefault(name, []).append(tables[name])
+            else:
+                writer.append(name, tables[name])
+        listed.append(tables["recommendations"].select(s.USER_ID, s.TRACK_ID))
         effects.append(part_effects)
         contribs.append(contrib)
     stage.close(*SERVING_STAGES)
 
     started = stage.start()
-    recs = writer.read("SELECT user_id, track_id FROM recommendations")
+    recs = pl.concat(listed)
     exposed = bias.exposure(recs, world.popularity, data.tracks, world.similar)
     tables = {
         "exposure": exposed,
@@ -424,12 +492,15 @@ def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Con
         "curator_effects": partitions.combine_effects(effects),
         **catalogue_tables(data, world.feedback),
     }
+    if writer is None:
+        tables.update({name: pl.concat(frames) for name, frames in kept.items()},
+                      feedback=world.feedback, similar_tracks=world.similar)
     stage("bias", started, exposure_rows=exposed.height)
 
     contrib = np.concatenate(contribs) if ranker else None
     tables["feature_importance"] = (explain.global_importance(ranker, contrib) if ranker
                                     else explain.empty_importance())
-    expected = _expected_value(ranker, contrib, writer)
+    expected = _expected_value(ranker)
     return Served(tables, recs.height, recs[s.USER_ID].n_unique(), expected)
 
 
@@ -456,13 +527,14 @@ def serve_users(
     order = candidate_order(rows)
     score = pl.Series(SCORE, ranker.raw_scores(rows)) if ranker else order
     rows = rows.with_columns(order.alias(ORDER_SCORE), score.alias(SCORE))
+    rows = rows.with_columns(explain.rank_before(ORDER_SCORE))
     allowed, effects = apply_rules(rows, data.tracks, cfg.curation, n=cfg.recommend.n)
     recs = explain.top_n(allowed, cfg.recommend.n).with_columns(explain.reason_kind())
     stage.part("scoring", started, partition, recommendations=recs.height)
 
     started = stage.start()
     reasons, paths = explain_lists(recs, snap, cfg)
-    shap, contrib = _shap(recs, users, ranker, cfg)
+    shap, contrib = _shap(recs, ranker, cfg)
     stage.part("explanations", started, partition, reasons=reasons.height,
                walk_paths=paths.height, shap_rows=shap.height)
 
@@ -474,7 +546,7 @@ def serve_users(
             SCORE,
         ),
         "recommendations": recs.select(s.USER_ID, explain.RANK, s.TRACK_ID, SCORE,
-                                       explain.REASON_KIND),
+                                       explain.REASON_KIND, *explain.LEDGER_COLUMNS),
         "recommendation_features": recs.select(s.USER_ID, s.TRACK_ID, *feat.FEATURES),
         "recommendation_reasons": reasons,
         "walk_paths": paths,
@@ -484,31 +556,24 @@ def serve_users(
 
 
 def _shap(
-    recs: pl.DataFrame, users: pl.Series, ranker: TrainedRanker | None, cfg: Config
+    recs: pl.DataFrame, ranker: TrainedRanker | None, cfg: Config
 ) -> tuple[pl.DataFrame, np.ndarray | None]:
-    """The SHAP rows of the recommendations of `recommend.shap_share` of `users` (chosen by a
-    seeded hash of their ids), and their contributions."""
+    """The SHAP rows of the recommendations of `recommend.shap_share` of the users (chosen by a
+    hash of `recommend.shap_seed` and their ids, whatever the partition), and their
+    contributions. The others' are computed on demand from the stored features
+    (recommendation_features) and model."""
     if ranker is None:
         return explain.empty_shap(), None
-    chosen = partitions.share_of(users, cfg.recommend.shap_share, cfg.ranker.seed)
-    explained = recs.filter(pl.col(s.USER_ID).is_in(chosen.implode()))
+    explained = explain.shap_sample(recs, cfg.recommend.shap_share, cfg.recommend.shap_seed)
     if explained.height == 0:
         return explain.empty_shap(), np.zeros((0, len(ranker.features) + 1))
     contrib = ranker.contributions(explained)
     return explain.shap_rows(explained, contrib, ranker.features, cfg.recommend), contrib
 
 
-def _expected_value(
-    ranker: TrainedRanker | None, contrib: np.ndarray | None, writer: RunWriter
-) -> float | None:
-    """The SHAP base value (the same for every row), from the contributions computed, or
-    from one recommendation when no user's were."""
-    if ranker is None:
-        return None
-    if len(contrib):
-        return float(contrib[0, -1])
-    one = writer.read("SELECT * FROM recommendation_features LIMIT 1")
-    return float(ranker.contributions(one)[0, -1]) if one.height else 0.0
+def _expected_value(ranker: TrainedRanker | None) -> float | None:
+    """The SHAP base value (the same for every row): our TreeSHAP explainer's."""
+    return float(ranker.explainer.expected_value) if ranker else None
 
 
 def _source_column(column: str, source: str) -> pl.Expr:
@@ -549,7 +614,7 @@ def run_batch(
     data_dir, store = Path(data_dir), Path(store)
     begun = time.perf_counter()
     started_at = datetime.now(timezone.utc)
-    stage = StageLog(progress, total=10)
+    stage = StageLog(progress, total=11)
 
     started = stage.start()
     data = read_dataset(data_dir)
@@ -569,8 +634,11 @@ def run_batch(
         writer = RunWriter(store, run_id)
         outcome = fit_ranker(data, as_of, cfg, stage)
         served = serve(data, as_of, outcome.ranker, cfg, stage, writer)
-        started = stage.start()
         tables = served.tables
+        started = stage.start()
+        tables.update(follow_batch.follow_tables(data, as_of, cfg))
+        stage("follow", started, follow_recommendations=tables["follow_recommendations"].height)
+        started = stage.start()
         model = [outcome.ranker.booster.model_to_string()] if outcome.ranker else []
         tables["models"] = pl.DataFrame(
             {"name": ["ranker"] * len(model), "format": ["lightgbm"] * len(model), "content": model},

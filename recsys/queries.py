@@ -8,6 +8,7 @@ fitted (`shap_values`, `feature_importance`) read as empty frames when they are 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -168,6 +169,9 @@ def candidate_sources(
             SELECT 'walk', walk_score, walk_rank
             FROM candidates WHERE user_id = $user_id AND track_id = $track_id
             UNION ALL
+            SELECT 'als', als_score, als_rank
+            FROM candidates WHERE user_id = $user_id AND track_id = $track_id
+            UNION ALL
             SELECT 'popular_in_genre', popular_in_genre_score, popular_in_genre_rank
             FROM candidates WHERE user_id = $user_id AND track_id = $track_id
             UNION ALL
@@ -177,6 +181,49 @@ def candidate_sources(
         ORDER BY rank, source
     """
     return read(con, sql, user_id=user_id, track_id=track_id)
+
+
+LEDGER_SHAP = 3
+
+
+def has_ledger(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the run's recommendations carry their ledger (runs before it do not)."""
+    sql = """
+        SELECT count(*) AS n FROM duckdb_columns()
+        WHERE table_name = 'recommendations' AND column_name = 'rank_before'
+    """
+    return read(con, sql)["n"][0] > 0
+
+
+def ledger(
+    con: duckdb.DuckDBPyConnection, user_id: str, *, top: int = LEDGER_SHAP
+) -> pl.DataFrame:
+    """What the ranker did to one user's list: rank, track_id, title, rank_before (the rank in
+    the plain candidate order), moved (rank_before - rank: places gained), sources (the
+    candidate sources that proposed it, as text) and top_shap (its `top` largest stored SHAP
+    contributions, "feature +0.123, ..."; null without a ranker); by rank."""
+    sql = """
+        WITH ranked AS (
+            SELECT track_id, feature, value,
+                   row_number() OVER (PARTITION BY track_id
+                                      ORDER BY abs(value) DESC, feature) AS k
+            FROM shap_values
+            WHERE user_id = $user_id AND feature <> '(other features)'
+        ), top_shap AS (
+            SELECT track_id,
+                   string_agg(feature || ' ' || printf('%+.3f', value), ', ' ORDER BY k)
+                       AS top_shap
+            FROM ranked WHERE k <= $top GROUP BY track_id
+        )
+        SELECT r.rank, r.track_id, t.title, r.rank_before, r.rank_before - r.rank AS moved,
+               array_to_string(r.sources, ', ') AS sources, top_shap.top_shap
+        FROM recommendations r
+        LEFT JOIN tracks t USING (track_id)
+        LEFT JOIN top_shap USING (track_id)
+        WHERE r.user_id = $user_id
+        ORDER BY r.rank
+    """
+    return read(con, sql, user_id=user_id, top=top)
 
 
 def walk_paths_for(
@@ -223,6 +270,24 @@ def shap_for(con: duckdb.DuckDBPyConnection, user_id: str, track_id: str) -> pl.
         .sort(["_remainder", pl.col("value").abs()], descending=[False, True])
         .drop("_remainder")
     )
+
+
+def recommendation_features(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """track_id and the ranker's input features of each of the user's recommendations, in
+    rank order (empty for a run without them)."""
+    if not has_table(con, "recommendation_features"):
+        return pl.DataFrame(schema={s.TRACK_ID: pl.String})
+    sql = """
+        SELECT f.* EXCLUDE (user_id) FROM recommendation_features f
+        JOIN recommendations r USING (user_id, track_id)
+        WHERE f.user_id = $user_id ORDER BY r.rank
+    """
+    return read(con, sql, user_id=user_id)
+
+
+def run_config(con: duckdb.DuckDBPyConnection) -> dict:
+    """The config the run was made with, as a dict of sections (`runs.config`)."""
+    return json.loads(read(con, "SELECT config FROM runs")["config"][0])
 
 
 def expected_value(con: duckdb.DuckDBPyConnection) -> float | None:
@@ -427,3 +492,111 @@ def ranker_model(con: duckdb.DuckDBPyConnection) -> str | None:
     """The run's LightGBM model as text, None for a run without a ranker."""
     found = read(con, "SELECT content FROM models WHERE name = 'ranker'")
     return found["content"][0] if found.height else None
+
+
+# --- Who to follow ---------------------------------------------------------------------------
+# Runs written before who-to-follow existed have none of its tables: they read as empty frames.
+
+FOLLOW_COLUMNS = {"rank": pl.Int64, "followee_id": pl.String, "name": pl.String,
+                  "score": pl.Float64, "sources": pl.List(pl.String), "reason": pl.String}
+
+
+def follow_recommendations(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """rank, followee_id, name (null where the account has none), score, sources, reason: the
+    accounts suggested to the user, best first."""
+    if not has_table(con, "follow_recommendations"):
+        return pl.DataFrame(schema=FOLLOW_COLUMNS)
+    sql = """
+        SELECT r.rank, r.followee_id, u.name, r.score, r.sources, r.reason
+        FROM follow_recommendations r LEFT JOIN users u ON u.user_id = r.followee_id
+        WHERE r.user_id = $user_id
+        ORDER BY r.rank
+    """
+    return read(con, sql, user_id=user_id)
+
+
+def user_follows(con: duckdb.DuckDBPyConnection, user_id: str) -> pl.DataFrame:
+    """followee_id, name, ts, followers: the accounts the user follows at as_of, most recent
+    first (undated follows last), with how many follow each."""
+    if not has_table(con, "follows"):
+        return pl.DataFrame(schema={"followee_id": pl.String, "name": pl.String,
+                                    "ts": pl.Datetime("us", "UTC"), "followers": pl.Int64})
+    sql = """
+        SELECT f.followee_id, u.name, f.ts,
+               (SELECT count(*) FROM follows g WHERE g.followee_id = f.followee_id) AS followers
+        FROM follows f LEFT JOIN users u ON u.user_id = f.followee_id
+        WHERE f.follower_id = $user_id
+        ORDER BY f.ts DESC NULLS LAST, f.followee_id
+    """
+    return _utc(read(con, sql, user_id=user_id))
+
+
+def follow_sources(
+    con: duckdb.DuckDBPyConnection, user_id: str, followee_id: str
+) -> pl.DataFrame:
+    """source, score, rank: the sources that proposed the account to the user."""
+    if not has_table(con, "follow_sources"):
+        return pl.DataFrame(schema={"source": pl.String, "score": pl.Float64, "rank": pl.Int64})
+    sql = """
+        SELECT source, score, rank FROM follow_sources
+        WHERE user_id = $user_id AND followee_id = $followee_id
+        ORDER BY rank, source
+    """
+    return read(con, sql, user_id=user_id, followee_id=followee_id)
+
+
+def follow_evaluation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """protocol, window_start, list, metric, value, users: each source, the merged list and the
+    baseline against the follows of the evaluation."""
+    if not has_table(con, "follow_evaluation"):
+        return pl.DataFrame(schema={"protocol": pl.String,
+                                    "window_start": pl.Datetime("us", "UTC"), "list": pl.String,
+                                    "metric": pl.String, "value": pl.Float64, "users": pl.Int64})
+    return _utc(read(con, "SELECT * FROM follow_evaluation ORDER BY metric, list"))
+
+
+def follow_als_validation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """protocol, model, factors, recall, ndcg, users, chosen: ALS's factor counts tried."""
+    if not has_table(con, "follow_als_validation"):
+        return pl.DataFrame(schema={"protocol": pl.String, "model": pl.String,
+                                    "factors": pl.Int64, "recall": pl.Float64,
+                                    "ndcg": pl.Float64, "users": pl.Int64, "chosen": pl.Boolean})
+    return read(con, "SELECT * FROM follow_als_validation ORDER BY model, factors")
+
+
+def follow_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """suggestions and users: the size of the run's who-to-follow lists (0 for a run without)."""
+    if not has_table(con, "follow_recommendations"):
+        return {"suggestions": 0, "users": 0}
+    found = read(con, "SELECT count(*) AS suggestions, count(DISTINCT user_id) AS users "
+                      "FROM follow_recommendations")
+    return found.row(0, named=True)
+# The global SHAP summary of the Evaluation page.
+
+SHAP_POINTS_PER_FEATURE = 400
+
+
+def shap_points(
+    con: duckdb.DuckDBPyConnection, *, per_feature: int = SHAP_POINTS_PER_FEATURE
+) -> pl.DataFrame:
+    """feature, value (its SHAP contribution), feature_value (the ranker's input), for the stored
+    contributions of the served recommendations (each keeps its largest; the remainder row is
+    left out), at most `per_feature` per feature, picked by a hash of the recommendation so the
+    same ones come back every time. Empty without a ranker."""
+    if not has_table(con, "shap_values") or not has_table(con, "recommendation_features"):
+        return pl.DataFrame(schema={"feature": pl.String, "value": pl.Float64,
+                                    "feature_value": pl.Float64})
+    sql = """
+        WITH inputs AS (
+            UNPIVOT recommendation_features ON COLUMNS(* EXCLUDE (user_id, track_id))
+            INTO NAME feature VALUE feature_value
+        )
+        SELECT v.feature, v.value, CAST(i.feature_value AS DOUBLE) AS feature_value
+        FROM shap_values v
+        JOIN inputs i USING (user_id, track_id, feature)
+        QUALIFY row_number() OVER (PARTITION BY v.feature
+                                   ORDER BY hash(v.user_id, v.track_id), v.user_id,
+                                            v.track_id) <= $per_feature
+        ORDER BY v.feature
+    """
+    return read(con, sql, per_feature=per_feature)

@@ -18,8 +18,9 @@ import polars as pl
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from recsys import diff, queries, whatif
+from recsys import diff, queries, shap_on_demand, whatif
 from recsys.config import Config
+from recsys.stages.treeshap import TreeShap
 from recsys.stages.similarity import MEASURES
 from recsys.store import resolve_store
 
@@ -70,6 +71,20 @@ DIFF_COLUMNS = {
     "slots_a": st.column_config.NumberColumn("slots A"),
     "slots_b": st.column_config.NumberColumn("slots B"),
 }
+
+LEDGER_COLUMNS = ("rank", "title", "rank_before", "moved", "sources", "top_shap")
+LEDGER_CONFIG = {
+    "rank": st.column_config.NumberColumn("rank after"),
+    "rank_before": st.column_config.NumberColumn("rank before"),
+    "moved": st.column_config.NumberColumn("places gained", format="%+d"),
+    "top_shap": st.column_config.TextColumn("largest SHAP contributions"),
+}
+LEDGER_CAPTION = (
+    "rank before: its place in the plain candidate order (by its best source score) among all "
+    "of this user's candidates; rank after: its place in the ranker's list. sources: the "
+    "candidate sources that proposed it."
+)
+ALS_WORDS = "Listeners whose taste matches yours play this"
 
 REASON_WORDS = {
     "popular_in_genre": "No history track led here: popular in your genres",
@@ -206,6 +221,29 @@ def _run_through_app() -> None:
         st.rerun()
 
 
+def shap_for(run: Run, user_id: str, track_id: str) -> tuple[pl.DataFrame, bool]:
+    """feature, value, feature_value of one recommendation (as `queries.shap_for`), and whether
+    they were computed on demand: the batch stores SHAP for a share of users only
+    (`recommend.shap_share`). Empty for a run without a ranker."""
+    stored = run.read(queries.shap_for, user_id, track_id)
+    if not stored.is_empty():
+        return stored, False
+    computed = _user_shap(run.path, user_id).filter(pl.col("track_id") == track_id)
+    return computed.drop("track_id"), not computed.is_empty()
+
+
+@st.cache_resource(max_entries=2, show_spinner="Reading the run's ranker…")
+def _explainer(path: str) -> TreeShap | None:
+    with _connect(path).cursor() as cursor:
+        return shap_on_demand.load_explainer(cursor)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _user_shap(path: str, user_id: str) -> pl.DataFrame:
+    with _connect(path).cursor() as cursor:
+        return shap_on_demand.user_shap(cursor, user_id, _explainer(path))
+
+
 def user_labels(users: pl.DataFrame) -> dict[str, str]:
     """user_id -> "id · name · N tracks heard", the name left out where there is none."""
     return {
@@ -225,7 +263,9 @@ def reason_text(recommendations: pl.DataFrame) -> pl.DataFrame:
         pl.lit("People who played ") + pl.col("because") + pl.lit(" also played this")
     )
     liked = pl.lit("Because you liked ") + pl.col("because")
-    reason = pl.coalesce(words, walked, liked, pl.lit("Similar to tracks in your history"))
+    factored = pl.when(pl.col("reason_kind") == "als").then(pl.lit(ALS_WORDS))
+    reason = pl.coalesce(words, walked, liked, factored,
+                         pl.lit("Similar to tracks in your history"))
     return recommendations.with_columns(reason.alias("reason"))
 
 

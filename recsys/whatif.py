@@ -7,6 +7,10 @@ the stages' own functions, scored by the run's stored LightGBM model, filtered b
 rules and cut to N, as the batch serves them. With the run's own settings this reproduces the
 run's lists (a test checks it on the sample data).
 
+The ALS factors are refitted from the run's feedback with the run's settings (seeded, so they
+are the run's own); a what-if that changes one user's history recomputes that user's factors
+from it, keeping the track factors.
+
 One input is not in the store: the follows, which feed the `friends_plays` feature. They are
 read from the run's input folder (`runs.input`). When that folder is gone the feature is 0 for
 every candidate and `StoredRun.notes` says so; a folder changed since the run gives today's
@@ -34,6 +38,7 @@ from recsys.io.dataset import Dataset, read_table
 from recsys.pipeline import build_snapshot, candidate_order, explain_lists, snapshot_features
 from recsys.stages import candidates as cand
 from recsys.stages import explain
+from recsys.stages import factors as fx
 from recsys.stages.curation import apply_rules
 from recsys.stages.feedback import POSITIVE
 from recsys.stages.ranker import SCORE
@@ -67,6 +72,7 @@ class StoredRun:
     recommendations: pl.DataFrame
     booster: lgb.Booster | None = None
     notes: tuple[str, ...] = ()
+    factors: fx.Factors | None = None
 
 
 @dataclass(frozen=True)
@@ -96,16 +102,19 @@ def load_stored_run(con: duckdb.DuckDBPyConnection) -> StoredRun:
     as_of = summary["as_of"].astimezone(timezone.utc)
     follows, notes = input_follows(summary["input"], as_of)
     model = queries.ranker_model(con)
+    cfg = run_config(summary["config"])
+    fb = queries.feedback(con)
     return StoredRun(
         as_of=as_of,
-        cfg=run_config(summary["config"]),
-        feedback=queries.feedback(con),
+        cfg=cfg,
+        feedback=fb,
         tracks=queries.catalogue(con),
         follows=follows,
         similar=queries.neighbour_pairs(con),
         recommendations=queries.all_recommendations(con),
         booster=lgb.Booster(model_str=model) if model else None,
         notes=notes,
+        factors=fx.fit_factors(fb, cfg.factors) if cfg.factors.enabled else None,
     )
 
 
@@ -155,9 +164,12 @@ def rank_lists(
 ) -> Lists:
     """The lists of `users` as the batch serves them from `feedback` (default: the run's) and
     `similar`: candidates, features, the run's model, `cfg`'s curation rules, the top N."""
+    factors = stored.factors
+    if feedback is not None and feedback is not stored.feedback and factors is not None:
+        factors = fx.with_feedback(factors, feedback, cfg.factors)
     feedback = stored.feedback if feedback is None else feedback
     snap = build_snapshot(stored.as_of, users, feedback, similar, stored.tracks, stored.follows,
-                          cfg)
+                          cfg, factors=factors)
     data = Dataset(events=s.empty_frame(s.EVENTS), tracks=stored.tracks,
                    users=s.empty_frame(s.USERS), follows=stored.follows)
     rows = snapshot_features(data, snap, cfg)

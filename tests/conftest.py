@@ -28,3 +28,37 @@ def sample_store(tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("sample_store")
     run_batch(SAMPLE_DATA, store, cfg=Config())
     return store
+
+
+# A small generated dataset with a run, an evaluation and a sweep, for the evaluation's tests.
+SMALL_CONFIG = {
+    "ranker": {"training_cuts": 1},
+    "evaluation": {"faithfulness_sample": 20, "ease_lambdas": [10.0, 100.0],
+                   "als_factors": [8], "als_regularization": [0.01, 0.1],
+                   "similarity_k": [20, 50], "walks_restart": [0.3]},
+    "sweep": {"users": 150, "betas": [0.0, 1.0], "bm25_b": [0.75]},
+}
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """400 users and 400 tracks from the generator (seed 1)."""
+    from recsys.io.generate import generate
+
+    dest = tmp_path_factory.mktemp("small") / "data"
+    generate(dest, users=400, tracks=400, seed=1, config=Config().generator)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def evaluated_store(small_data, tmp_path_factory) -> Path:
+    """A store with a run, an evaluation and a sweep of `small_data` (config SMALL_CONFIG)."""
+    from recsys.offline import run_evaluation
+    from recsys.sweep import run_sweep
+
+    store = tmp_path_factory.mktemp("evaluated_store")
+    cfg = Config.model_validate(SMALL_CONFIG)
+    run_batch(small_data, store, cfg=cfg)
+    run_evaluation(small_data, store, cfg=cfg)
+    run_sweep(small_data, store, cfg=cfg)
+    return store

@@ -347,3 +347,46 @@ def test_pages_show_the_current_run_while_another_process_writes_one(
 def _shown_run(at: AppTest) -> str:
     [line] = [t for t in texts(at) if t.startswith("Run ")]
     return line.removeprefix("Run ").split(",")[0]
+
+
+def test_inspector_shows_what_the_ranker_changed_as_the_store_has_it(sample_store, monkeypatch):
+    with run_file(sample_store) as con:
+        # A user whose list the ranker reordered and that holds an ALS proposal.
+        [(user_id,)] = con.sql("""
+            SELECT user_id FROM recommendations GROUP BY user_id
+            HAVING bool_or(rank <> rank_before) AND bool_or(list_contains(sources, 'als'))
+            ORDER BY user_id LIMIT 1""").fetchall()
+        stored = con.sql("""
+            SELECT rank, rank_before, sources FROM recommendations
+            WHERE user_id = $u ORDER BY rank""", params={"u": user_id}).fetchall()
+        shap = con.sql("""
+            SELECT r.rank, s.feature, s.value FROM shap_values s
+            JOIN recommendations r USING (user_id, track_id)
+            WHERE s.user_id = $u AND s.feature <> '(other features)'""",
+                       params={"u": user_id}).fetchall()
+        # The plain candidate order, rebuilt from the candidates table.
+        order = con.sql("""
+            SELECT track_id FROM candidates WHERE user_id = $u
+            ORDER BY coalesce(similar_score, 0) DESC, walk_score DESC NULLS LAST,
+                     als_score DESC NULLS LAST, popular_in_genre_score DESC NULLS LAST,
+                     popular_score DESC NULLS LAST, track_id""",
+                        params={"u": user_id}).fetchall()
+        listed = [row[0] for row in con.sql(
+            "SELECT track_id FROM recommendations WHERE user_id = $u ORDER BY rank",
+            params={"u": user_id}).fetchall()]
+
+    at = open_page(sample_store, monkeypatch, INSPECTOR, user=user_id)
+    table = table_with(at, "rank_before")
+    assert list(table["rank"]) == [rank for rank, _, _ in stored]
+    assert list(table["rank_before"]) == [before for _, before, _ in stored]
+    assert list(table["moved"]) == [before - rank for rank, before, _ in stored]
+    assert list(table["sources"]) == [", ".join(sources) for _, _, sources in stored]
+    assert "als" in ", ".join(table["sources"])
+    # rank_before is the place in the candidate order.
+    position = {track: i + 1 for i, (track,) in enumerate(order)}
+    assert [position[t] for t in listed] == [before for _, before, _ in stored]
+
+    # The three largest SHAP contributions of each recommendation, largest first.
+    for rank, shown in zip(table["rank"], table["top_shap"]):
+        mine = sorted([(f, v) for r, f, v in shap if r == rank], key=lambda x: (-abs(x[1]), x[0]))
+        assert shown == ", ".join(f"{f} {v:+.3f}" for f, v in mine[:3])

@@ -262,9 +262,9 @@ def test_candidate_recall_counts_unheard_positives_of_seeded_users_per_source():
     from recsys.evaluate import candidate_recall
 
     candidates = pl.DataFrame({
-        "user_id": ["u", "u", "u", "v"],
-        "track_id": ["a", "b", "c", "a"],
-        "sources": [["similar"], ["walk"], ["similar", "walk"], ["popular"]],
+        "user_id": ["u", "u", "u", "u", "v"],
+        "track_id": ["a", "b", "c", "d", "a"],
+        "sources": [["similar"], ["walk"], ["similar", "walk"], ["als"], ["popular"]],
     })
     graded = pl.DataFrame({
         "user_id": ["u", "u", "u", "u", "u", "v", "w"],
@@ -277,6 +277,7 @@ def test_candidate_recall_counts_unheard_positives_of_seeded_users_per_source():
               candidate_recall(candidates, graded, heard, seeds).iter_rows(named=True)}
     # Positives: u's a, b, d (c is graded 0, h was heard); v's a; w has no seeds.
     assert {k: (r["found"], r["positives"], r["users"]) for k, r in recall.items()} == {
-        "similar": (1, 4, 2), "walk": (1, 4, 2), "similar+walk": (2, 4, 2), "all": (3, 4, 2),
+        "similar": (1, 4, 2), "walk": (1, 4, 2), "similar+walk": (2, 4, 2), "als": (1, 4, 2),
+        "all": (4, 4, 2),
     }
-    assert recall["all"]["recall"] == pytest.approx(0.75)
+    assert recall["similar+walk"]["recall"] == pytest.approx(0.5)

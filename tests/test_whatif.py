@@ -7,9 +7,9 @@ The tiny catalogue (every track played once per listed user, all in one window):
     u3: A C      u6: P Q
 
 Listeners: A 4, P 3, Q 3, B 2, C 1. Creators: A cA, B and C cX, P cP, Q cQ. Genres: A, B, C
-"g1"; P, Q "g2". Co-counts with A: B 2, C 1. With N = 3, no model (the candidate order: the
-similarity sum, then the fallbacks' scores, then the track id), `solo` gets B (2), C (1), then
-the most popular unheard track P (3, before Q by id).
+"g1"; P, Q "g2". Co-counts with A: B 2, C 1. With N = 3, no model and no ALS (the candidate
+order: the similarity sum, then the fallbacks' scores, then the track id), `solo` gets B (2),
+C (1), then the most popular unheard track P (3, before Q by id).
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ import pytest
 from helpers import day, events, tracks
 from recsys import schema as s
 from recsys import whatif
-from recsys.config import CandidatesConfig, Config, RecommendConfig, SimilarityConfig
+from recsys.config import (
+    CandidatesConfig,
+    Config,
+    FactorsConfig,
+    RecommendConfig,
+    SimilarityConfig,
+)
 from recsys.stages.feedback import feedback
 from recsys.store import CURRENT
 
@@ -39,6 +45,7 @@ def tiny() -> whatif.StoredRun:
         similarity=SimilarityConfig(measure="cooccurrence", k=10, min_co_count=1),
         candidates=CandidatesConfig(history_size=5, max_candidates=10, fallback_size=3),
         recommend=RecommendConfig(n=3),
+        factors=FactorsConfig(enabled=False),
     )
     rows = [(user, track, "play", 1 + i) for user, played in PLAYS.items()
             for i, track in enumerate(played)]

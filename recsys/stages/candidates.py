@@ -7,6 +7,8 @@ Sources, in the order a reason prefers them:
   of the seeds' similarities, and each seed's contribution is kept for "because you liked".
 - `walk`: the tracks that random walks from the same seeds visited most (see `walks.py`),
   scored by their walk score; computed by the caller and passed in.
+- `als`: the tracks whose ALS factors match the user's best (see `factors.py`), scored by the
+  dot product of the factors; computed by the caller and passed in.
 - `popular_in_genre`: the most popular tracks of the user's top genres (known genres only),
   scored by the user's share in that genre times the track's popularity.
 - `popular`: the most popular tracks overall, for users with nothing else to go on.
@@ -27,9 +29,11 @@ log = logging.getLogger(__name__)
 
 SIMILAR = "similar"
 WALK = "walk"
+ALS = "als"
 POPULAR_IN_GENRE = "popular_in_genre"
 POPULAR = "popular"
-SOURCES = (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR)
+SOURCES = (SIMILAR, WALK, ALS, POPULAR_IN_GENRE, POPULAR)
+HISTORY_SOURCES = (SIMILAR, WALK, ALS)
 SEED_TRACK_ID = "seed_track_id"
 CONTRIBUTION = "contribution"
 POPULARITY = "popularity"
@@ -108,12 +112,14 @@ def generate_candidates(
     cfg: CandidatesConfig,
     *,
     walked: pl.DataFrame | None = None,
+    factored: pl.DataFrame | None = None,
     track_popularity: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The candidates of `users` and the seed contributions of the similar ones.
 
-    `walked` holds the walk source's tracks (user_id, track_id, walk_score, walk_rank), already
-    without the tracks each user heard; None leaves the source out. `track_popularity` (track_id,
+    `walked` holds the walk source's tracks (user_id, track_id, walk_score, walk_rank) and
+    `factored` the ALS source's (user_id, track_id, als_score, als_rank), already without the
+    tracks each user heard; None leaves a source out. `track_popularity` (track_id,
     popularity over everyone) lets `feedback` hold only these users' rows, as when users are
     served in partitions; None computes it from `feedback`.
 
@@ -138,18 +144,26 @@ def generate_candidates(
     in_genre = _popular_in_genre(users_frame, feedback, tracks, pop, heard, cfg)
     overall = _popular(users_frame, pop, heard, cfg)
 
-    if walked is None:
-        walked = pl.DataFrame(schema={s.USER_ID: pl.String, s.TRACK_ID: pl.String,
-                                      "score": pl.Float64, "rank": pl.Int64})
-    else:
-        walked = walked.join(users_frame, on=s.USER_ID, how="semi").select(
-            s.USER_ID, s.TRACK_ID, pl.col(score_column(WALK)).alias("score"),
-            pl.col(rank_column(WALK)).alias("rank"),
-        )
-    candidates = _union({SIMILAR: similar_scored, WALK: walked, POPULAR_IN_GENRE: in_genre,
-                         POPULAR: overall})
+    candidates = _union({
+        SIMILAR: similar_scored,
+        WALK: _given(walked, WALK, users_frame),
+        ALS: _given(factored, ALS, users_frame),
+        POPULAR_IN_GENRE: in_genre,
+        POPULAR: overall,
+    })
     log.debug("candidates: %s rows for %s users", candidates.height, users_frame.height)
     return candidates, contributions
+
+
+def _given(found: pl.DataFrame | None, source: str, users_frame: pl.DataFrame) -> pl.DataFrame:
+    """A source computed by the caller, for `users_frame`'s users, as score and rank."""
+    if found is None:
+        return pl.DataFrame(schema={s.USER_ID: pl.String, s.TRACK_ID: pl.String,
+                                    "score": pl.Float64, "rank": pl.Int64})
+    return found.join(users_frame, on=s.USER_ID, how="semi").select(
+        s.USER_ID, s.TRACK_ID, pl.col(score_column(source)).alias("score"),
+        pl.col(rank_column(source)).alias("rank"),
+    )
 
 
 def _top_per_user(scored: pl.DataFrame, n: int) -> pl.DataFrame:

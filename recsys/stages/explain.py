@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import polars as pl
 
 from recsys import schema as s
 from recsys.config import RecommendConfig
 from recsys.stages.candidates import (
+    ALS,
     CONTRIBUTION,
     POPULAR,
     POPULAR_IN_GENRE,
@@ -20,12 +23,16 @@ from recsys.stages.ranker import SCORE, TrainedRanker
 
 RANK = "rank"
 REASON_KIND = "reason_kind"
+# The ledger of a recommendation: the sources that proposed it and its rank in the plain
+# candidate order, before the ranker (its rank after is `rank`).
+RANK_BEFORE = "rank_before"
+LEDGER_COLUMNS = (SOURCES_COLUMN, RANK_BEFORE)
 SHARE = "share"
 FEATURE = "feature"
 VALUE = "value"
 REMAINDER = "(other features)"
 # A reason names the source that led to the track, preferring the ones tied to the history.
-REASON_ORDER = (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR)
+REASON_ORDER = (SIMILAR, WALK, ALS, POPULAR_IN_GENRE, POPULAR)
 PATH_VISITS, PATH_RANK = "path_visits", "path_rank"
 WALK_PATH_COLUMNS = (s.USER_ID, s.TRACK_ID, SEED_TRACK_ID, "via_track_id", "listener_id",
                      "followed_id", PATH_VISITS, PATH_RANK)
@@ -39,6 +46,13 @@ def top_n(scored: pl.DataFrame, n: int) -> pl.DataFrame:
         .head(n)
         .with_columns(pl.int_range(1, pl.len() + 1).over(s.USER_ID).alias(RANK))
     )
+
+
+def rank_before(order_score: str) -> pl.Expr:
+    """Each candidate's rank among its user's candidates by `order_score` (the plain candidate
+    order, a score unique within a user), from 1."""
+    return (pl.col(order_score).rank("ordinal", descending=True).over(s.USER_ID)
+            .cast(pl.Int64).alias(RANK_BEFORE))
 
 
 def reason_kind() -> pl.Expr:
@@ -69,10 +83,14 @@ def walk_seed_reasons(
     return _seed_shares(per_seed, cfg)
 
 
+def of_kind(recommendations: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """user_id, track_id of the recommendations whose reason is `kind`."""
+    return recommendations.filter(pl.col(REASON_KIND) == kind).select(s.USER_ID, s.TRACK_ID)
+
+
 def _of_kind(steps: pl.DataFrame, recommendations: pl.DataFrame, kind: str) -> pl.DataFrame:
     """The rows of `steps` that lead to a recommendation whose reason is `kind`."""
-    chosen = recommendations.filter(pl.col(REASON_KIND) == kind).select(s.USER_ID, s.TRACK_ID)
-    return steps.join(chosen, on=[s.USER_ID, s.TRACK_ID], how="semi")
+    return steps.join(of_kind(recommendations, kind), on=[s.USER_ID, s.TRACK_ID], how="semi")
 
 
 def _seed_shares(steps: pl.DataFrame, cfg: RecommendConfig) -> pl.DataFrame:
@@ -124,8 +142,29 @@ def shap_rows(
     return frame
 
 
+def shap_sample(recommendations: pl.DataFrame, share: float, seed: int) -> pl.DataFrame:
+    """The recommendations of a seeded `share` of users: those whose blake2b hash of
+    "<seed>:<user_id>", read as a number in [0, 1), is below `share`.
+
+    A user's draw depends on nothing else, so the choice is the same whatever the other users
+    and the row order, and a larger share keeps every user of a smaller one.
+    """
+    if share >= 1:
+        return recommendations
+    users = recommendations[s.USER_ID].unique()
+    chosen = users.filter(users.map_elements(lambda u: _draw(seed, u) < share,
+                                             return_dtype=pl.Boolean))
+    return recommendations.join(chosen.to_frame(), on=s.USER_ID, how="semi")
+
+
+def _draw(seed: int, user_id: str) -> float:
+    digest = hashlib.blake2b(f"{seed}:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 def global_importance(ranker: TrainedRanker, contrib: np.ndarray) -> pl.DataFrame:
-    """feature, gain and splits (LightGBM's) and mean |SHAP| over the served rows."""
+    """feature, gain and splits (LightGBM's) and mean |SHAP| over the rows of `contrib` (the
+    served recommendations whose SHAP the batch computed)."""
     booster = ranker.booster
     mean_abs = np.abs(contrib[:, :-1]).mean(axis=0) if len(contrib) else np.zeros(len(ranker.features))
     frame = pl.DataFrame(

@@ -12,7 +12,16 @@ from datetime import datetime
 import polars as pl
 
 from recsys import schema as s
+from recsys.stages.affinity import (
+    AFFINITY_FEATURES,
+    FRIENDS_LISTENERS,
+    FRIENDS_PLAYS,
+    affinity_features,
+    days_before,
+    friends,
+)
 from recsys.stages.candidates import (
+    ALS,
     CONTRIBUTION,
     GENRE_SHARE,
     POPULAR,
@@ -27,8 +36,8 @@ from recsys.stages.candidates import (
     score_column,
     seeds,
 )
-from recsys.stages.feedback import LAST_TS, PLAYS, POSITIVE
-from recsys.config import CandidatesConfig
+from recsys.stages.feedback import LAST_TS, POSITIVE
+from recsys.config import CandidatesConfig, FeaturesConfig
 
 SIM_SUM = "sim_sum"
 SIM_MAX = "sim_max"
@@ -37,7 +46,6 @@ SEED_RECENCY_DAYS = "seed_recency_days"
 SEED_INTERACTIONS = "seed_interactions"
 TRACK_AGE_DAYS = "track_age_days"
 SAME_CREATOR = "same_creator"
-FRIENDS_PLAYS = "friends_plays"
 HISTORY_SIZE = "history_size"
 
 FEATURES = (
@@ -51,22 +59,20 @@ FEATURES = (
     SAME_CREATOR,
     GENRE_SHARE,
     FRIENDS_PLAYS,
+    FRIENDS_LISTENERS,
     HISTORY_SIZE,
     score_column(WALK),
+    score_column(ALS),
     score_column(POPULAR_IN_GENRE),
     score_column(POPULAR),
     rank_column(SIMILAR),
     rank_column(WALK),
+    rank_column(ALS),
     rank_column(POPULAR_IN_GENRE),
     rank_column(POPULAR),
+    *AFFINITY_FEATURES,
 )
-
-DAY_US = 86_400 * 1_000_000
-
-
-def _days_before(moment: datetime, column: str) -> pl.Expr:
-    return (pl.lit(moment, dtype=s.UTC_DATETIME) - pl.col(column)).dt.total_microseconds() / DAY_US
-
+RANKED_SOURCES = (SIMILAR, WALK, ALS, POPULAR_IN_GENRE, POPULAR)
 
 def build_features(
     candidates: pl.DataFrame,
@@ -77,36 +83,46 @@ def build_features(
     *,
     moment: datetime,
     cfg: CandidatesConfig,
+    features: FeaturesConfig | None = None,
     track_popularity: pl.DataFrame | None = None,
+    by_track: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Add the feature columns to `candidates` (one row per user and candidate track).
 
-    `track_popularity` (track_id, popularity over everyone) lets `feedback` hold only the rows
-    of the candidates' users and of the accounts they follow, as when users are served in
-    partitions; None computes it from `feedback`.
+    `track_popularity` (track_id, popularity over everyone) and `by_track` (the per-track
+    figures over everyone, `affinity.track_figures`) let `feedback` hold only the rows of the
+    candidates' users and of the accounts they follow, as when users are served in partitions;
+    None computes them from `feedback`.
     """
     frame = candidates.join(_seed_features(contributions, feedback, moment, cfg), on=[s.USER_ID, s.TRACK_ID], how="left")
     if track_popularity is None:
         track_popularity = popularity(feedback)
-    by_track = _track_features(track_popularity, tracks, moment)
-    frame = frame.join(by_track, on=s.TRACK_ID, how="left")
+    frame = frame.join(_track_features(track_popularity, tracks, moment), on=s.TRACK_ID,
+                       how="left")
     frame = frame.join(_same_creator(candidates, feedback, tracks), on=[s.USER_ID, s.TRACK_ID], how="left")
 
     shares = genre_shares(feedback, tracks)
     genres = tracks.select(s.TRACK_ID, s.GENRE)
     frame = frame.join(genres, on=s.TRACK_ID, how="left").join(shares, on=[s.USER_ID, s.GENRE], how="left")
 
-    frame = frame.join(_friends_plays(candidates, feedback, follows), on=[s.USER_ID, s.TRACK_ID], how="left")
+    frame = frame.join(friends(candidates, feedback, follows), on=[s.USER_ID, s.TRACK_ID],
+                       how="left")
     history = feedback.filter(pl.col(POSITIVE)).group_by(s.USER_ID).agg(pl.len().alias(HISTORY_SIZE))
     frame = frame.join(history, on=s.USER_ID, how="left")
+    frame = frame.join(
+        affinity_features(candidates, contributions, feedback, tracks, moment=moment,
+                          cfg=features or FeaturesConfig(), by_track=by_track),
+        on=[s.USER_ID, s.TRACK_ID], how="left",
+    )
 
     zero_filled = [SIM_SUM, SIM_MAX, N_SEEDS, SEED_INTERACTIONS, POPULARITY, SAME_CREATOR,
-                   GENRE_SHARE, FRIENDS_PLAYS, HISTORY_SIZE, score_column(WALK),
-                   score_column(POPULAR_IN_GENRE), score_column(POPULAR)]
+                   GENRE_SHARE, FRIENDS_PLAYS, FRIENDS_LISTENERS, HISTORY_SIZE,
+                   score_column(WALK),
+                   score_column(ALS), score_column(POPULAR_IN_GENRE), score_column(POPULAR)]
     return frame.with_columns(
         [pl.col(c).fill_null(0).cast(pl.Float64) for c in zero_filled]
         + [pl.col(c).cast(pl.Float64) for c in (SEED_RECENCY_DAYS, TRACK_AGE_DAYS)]
-        + [pl.col(rank_column(src)).cast(pl.Float64) for src in (SIMILAR, WALK, POPULAR_IN_GENRE, POPULAR)]
+        + [pl.col(rank_column(src)).cast(pl.Float64) for src in RANKED_SOURCES]
     ).drop(s.GENRE)
 
 
@@ -117,13 +133,13 @@ def _seed_features(contributions, feedback, moment, cfg) -> pl.DataFrame:
         pl.col(CONTRIBUTION).sum().alias(SIM_SUM),
         pl.col(CONTRIBUTION).max().alias(SIM_MAX),
         pl.len().alias(N_SEEDS),
-        _days_before(moment, LAST_TS).min().alias(SEED_RECENCY_DAYS),
+        days_before(moment, LAST_TS).min().alias(SEED_RECENCY_DAYS),
         pl.col("interactions").sum().alias(SEED_INTERACTIONS),
     )
 
 
 def _track_features(track_popularity, tracks, moment) -> pl.DataFrame:
-    ages = tracks.select(s.TRACK_ID, _days_before(moment, s.CREATED_AT).alias(TRACK_AGE_DAYS))
+    ages = tracks.select(s.TRACK_ID, days_before(moment, s.CREATED_AT).alias(TRACK_AGE_DAYS))
     return ages.join(track_popularity, on=s.TRACK_ID, how="left")
 
 
@@ -141,20 +157,4 @@ def _same_creator(candidates, feedback, tracks) -> pl.DataFrame:
         .join(creators, on=s.TRACK_ID)
         .join(heard, on=[s.USER_ID, s.CREATOR_ID], how="semi")
         .select(s.USER_ID, s.TRACK_ID, pl.lit(1).alias(SAME_CREATOR))
-    )
-
-
-def _friends_plays(candidates, feedback, follows) -> pl.DataFrame:
-    """Plays of the candidate by the accounts the user follows."""
-    if follows.height == 0:
-        return pl.DataFrame(schema={s.USER_ID: pl.String, s.TRACK_ID: pl.String, FRIENDS_PLAYS: pl.Int64})
-    followed = follows.select(pl.col(s.FOLLOWER_ID).alias(s.USER_ID), s.FOLLOWEE_ID)
-    plays = feedback.filter(pl.col(PLAYS) > 0).select(
-        pl.col(s.USER_ID).alias(s.FOLLOWEE_ID), s.TRACK_ID, PLAYS
-    )
-    pairs = candidates.select(s.USER_ID, s.TRACK_ID).join(followed, on=s.USER_ID)
-    return (
-        pairs.join(plays, on=[s.FOLLOWEE_ID, s.TRACK_ID])
-        .group_by(s.USER_ID, s.TRACK_ID)
-        .agg(pl.col(PLAYS).sum().alias(FRIENDS_PLAYS))
     )

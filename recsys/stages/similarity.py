@@ -37,7 +37,7 @@ from recsys import schema as s
 from recsys.config import SimilarityConfig
 from recsys.ids import IdMap
 from recsys.stages.feedback import LAST_TS, POSITIVE
-from recsys.stages.similarity_kernel import top_k_neighbours
+from recsys.stages.similarity_kernel import column_sums, relabelled, top_k_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -106,40 +106,38 @@ def neighbours(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Arrays (track, neighbour, score, co_count) of each track's top-k neighbours, ordered by
     track, then score descending, then neighbour index."""
-    user_items = sp.csr_matrix(matrix, dtype=np.float64)
+    user_items = sp.csr_matrix(matrix)
     user_items.sum_duplicates()
-    user_weight, source, target, mass = _factors(user_items, user_items.T.tocsr(), cfg)
+    user_weight, source, target, mass = _factors(user_items, cfg)
     weighted = bool((user_items.data != 1).any() or (user_weight != 1).any())
 
     # The kernel numbers the tracks in a fixed random order (see `top_k_neighbours`); its
     # output comes back in ours.
     label = np.random.default_rng(0).permutation(user_items.shape[1])
-    user_items = user_items[:, label]
-    user_items.sort_indices()
-    item_users = user_items.T.tocsr()
-    item_users.sort_indices()
+    label_of = np.empty_like(label)
+    label_of[label] = np.arange(len(label))
+    *csr, pos = relabelled(user_items.indptr.astype(np.int64),
+                           user_items.indices.astype(np.int32),
+                           user_items.data.astype(np.float32), label_of)
     dst, score, co = top_k_neighbours(
-        item_users.indptr.astype(np.int64), item_users.indices.astype(np.int32),
-        item_users.data.astype(np.float32), user_items.indptr.astype(np.int64),
-        user_items.indices.astype(np.int32), user_items.data.astype(np.float32),
-        user_weight, source[label], target[label], mass[label], label.astype(np.int64),
-        weighted, cfg.measure == "jaccard", int(cfg.min_co_count), int(cfg.k),
-        numba.get_num_threads(),
+        *csr, pos, user_weight, source[label], target[label], mass[label],
+        label.astype(np.int64), weighted, cfg.measure == "jaccard", int(cfg.min_co_count),
+        int(cfg.k), numba.get_num_threads(),
     )
     found = dst >= 0
-    src = np.broadcast_to(np.arange(item_users.shape[0])[:, None], dst.shape)[found]
+    src = np.broadcast_to(np.arange(user_items.shape[1])[:, None], dst.shape)[found]
     return src, dst[found], score[found], co[found]
 
 
-def _factors(user_items: sp.csr_matrix, item_users: sp.csr_matrix, cfg: SimilarityConfig):
+def _factors(user_items: sp.csr_matrix, cfg: SimilarityConfig):
     """Per-user weights and per-track source and target factors of the chosen measure."""
     n_users, n_items = user_items.shape
-    mass = np.asarray(item_users.sum(axis=1)).ravel()
+    mass, squares = column_sums(user_items.indices, user_items.data, n_items)
     safe_mass = np.maximum(mass, 1e-12)
     history = np.maximum(np.diff(user_items.indptr), 1).astype(np.float64)
     ones_u, ones_i = np.ones(n_users), np.ones(n_items)
     if cfg.measure == "cosine":
-        norm = np.sqrt(np.maximum(np.asarray(item_users.multiply(item_users).sum(axis=1)).ravel(), 1e-24))
+        norm = np.sqrt(np.maximum(squares, 1e-24))
         return ones_u, 1 / norm, 1 / norm, mass
     if cfg.measure == "lift":
         return ones_u, n_users / safe_mass, 1 / safe_mass, mass

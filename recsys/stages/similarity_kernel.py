@@ -1,16 +1,17 @@
 """The compiled core of item/item similarity: a top-k sparse product over one half of the pairs.
 
 Co-counts are symmetric, so each pair of tracks is computed once. For a track i, the kernel walks
-its users and, in each user's (sorted) history, only the tracks j after i, accumulating into
-dense buffers the co-count and the weighted dot product with every j reached. Each pair (i, j)
-then offers j to i's neighbours and i to j's, both scored from the same dot product. Work is
-half the sum over users of their squared history length, with no intermediate matrix.
+its users and, in each user's (sorted) history, only the tracks j after i, accumulating into a
+dense buffer the co-count (and the weighted dot product) with every j reached. It then reads the
+later tracks in order and each pair (i, j) offers j to i's neighbours and i to j's, both scored
+from the same dot product. Work is half the sum over users of their squared history length, with
+no intermediate matrix.
 
-Each thread keeps a top-k heap per track for the pairs it computed (a track's neighbours come
-from several threads, as the thread that computes a pair is the one holding its lower track);
-the heaps are merged at the end. Most offers lose to the weakest neighbour a heap holds: that
-score is kept per track in a small dense array, so a losing offer costs one comparison. Memory:
-the inputs, threads x tracks x k heap entries, and a few dense buffers per thread.
+Each worker keeps a buffer of candidate neighbours per track for the pairs it computed (a track's
+neighbours come from several workers), merged at the end. A buffer holds 2k entries; when full it
+is cut to its k best and remembers the weakest score kept, so that a later, weaker offer costs one
+comparison. Memory: the inputs, workers x tracks x 2k buffer entries, and a few dense arrays per
+worker.
 
 Scores are `dot(i, j) * source[i] * target[j]`, except Jaccard, which needs the two masses:
 `dot / (mass[i] + mass[j] - dot)`.
@@ -22,165 +23,262 @@ import numba
 import numpy as np
 
 
+# The floor of an empty buffer: the smallest positive double, so that a score of 0 (a pair
+# with no or too few shared users) never enters. Every measure scores a shared pair above 0.
+NO_SCORE = np.nextafter(0.0, 1.0)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _weaker(score_a, item_a, score_b, item_b):
     """Whether neighbour a ranks below b: a lower score, or the same score and a larger index."""
     return score_a < score_b or (score_a == score_b and item_a > item_b)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _swap(val, key, x, y):
+    val[x], val[y] = val[y], val[x]
+    key[x + 1], key[y + 1] = key[y + 1], key[x + 1]
+
+
 @numba.njit(cache=True, nogil=True)
-def _compact(b_score, b_item, b_co, b_size, floor, slot, k, capacity):
+def _compact(val, key, size, floor, slot, k, capacity):
     """Keep the k best entries of a full buffer (by score, then smaller index) and set its
-    floor to the weakest score kept: later offers below it cannot enter the top k."""
-    base = slot * capacity
-    scores = b_score[base:base + capacity]
-    kth = np.partition(scores, capacity - k)[capacity - k]  # the k-th largest score
-    keep = np.empty(capacity, dtype=np.int64)
-    n = 0
-    for e in range(capacity):
-        if scores[e] > kth:
-            keep[n] = e
-            n += 1
-    ties = np.empty(capacity - n, dtype=np.int64)
-    n_ties = 0
-    for e in range(capacity):
-        if scores[e] == kth:
-            ties[n_ties] = e
-            n_ties += 1
-    tie_items = b_item[base:base + capacity][ties[:n_ties]]
-    for e in ties[:n_ties][np.argsort(tie_items, kind="mergesort")][:k - n]:
-        keep[n] = e
-        n += 1
-    kept = np.sort(keep[:n])
-    for r in range(n):
-        e = base + kept[r]
-        b_score[base + r] = b_score[e]
-        b_item[base + r] = b_item[e]
-        b_co[base + r] = b_co[e]
-    b_size[slot] = n
-    floor[slot] = kth
+    floor to the weakest score kept: later offers below it cannot enter the top k.
+
+    A quickselect in place (a buffer holds each neighbour once, so the order is strict),
+    with no allocation: this runs hundreds of thousands of times.
+    """
+    base = 2 * slot * capacity
+    lo, hi, target = base, base + 2 * (capacity - 1), base + 2 * (k - 1)
+    while lo < hi:
+        mid = lo + ((hi - lo) // 4) * 2
+        p_score, p_item = val[mid], key[mid + 1] >> 32
+        x, y = lo, hi
+        while x <= y:
+            while _weaker(p_score, p_item, val[x], key[x + 1] >> 32):
+                x += 2
+            while _weaker(val[y], key[y + 1] >> 32, p_score, p_item):
+                y -= 2
+            if x <= y:
+                _swap(val, key, x, y)
+                x += 2
+                y -= 2
+        if target <= y:
+            hi = y
+        elif target >= x:
+            lo = x
+        else:
+            break
+    weakest = val[base]
+    for e in range(base + 2, base + 2 * k, 2):
+        weakest = min(weakest, val[e])
+    size[slot] = k
+    track = slot % len(floor)
+    floor[track] = max(floor[track], weakest)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _offer(b_score, b_item, b_co, b_size, floor, slot, k, capacity, score, item, co):
+def _offer(val, key, size, floor, slot, k, capacity, score, item, co):
     """Offer a neighbour to the buffer of `slot` (one worker's candidates for one track)."""
-    if score < floor[slot]:
+    track = slot % len(floor)
+    if score < floor[track]:
         return
-    if b_size[slot] == capacity:
-        _compact(b_score, b_item, b_co, b_size, floor, slot, k, capacity)
-        if score < floor[slot]:
+    if size[slot] == capacity:
+        _compact(val, key, size, floor, slot, k, capacity)
+        if score < floor[track]:
             return
-    e = slot * capacity + b_size[slot]
-    b_score[e] = score
-    b_item[e] = item
-    b_co[e] = co
-    b_size[slot] += 1
+    cell = 2 * (slot * capacity + size[slot])
+    val[cell] = score
+    key[cell + 1] = (np.int64(item) << 32) | np.int64(co)
+    size[slot] += 1
 
 
 @numba.njit(cache=True)
-def _positions(iu_ptr, ui_ptr, ui_idx):
-    """For each entry (track i, user u) of the track x user matrix, the position of i in u's
-    row of the user x track matrix (both with sorted indices)."""
+def column_sums(indices, data, columns):
+    """Per column of a sparse matrix, the sum of its values and of their squares."""
+    total = np.zeros(columns)
+    squares = np.zeros(columns)
+    for q in range(len(indices)):
+        value = np.float64(data[q])
+        total[indices[q]] += value
+        squares[indices[q]] += value * value
+    return total, squares
+
+
+@numba.njit(cache=True)
+def relabelled(ui_ptr, ui_idx, ui_val, label_of):
+    """The user x track CSR matrix `ui_*` (no duplicates, any order within a row) with track t
+    renumbered `label_of[t]`: as a track x user matrix with users ascending in each row, as a
+    user x track matrix with tracks ascending in each row, and for each entry (track i, user
+    u) of the first, the position of i in u's row of the second. Two counting passes, no sort.
+    """
+    items = len(label_of)
+    iu_ptr = np.zeros(items + 1, dtype=np.int64)
+    for q in range(len(ui_idx)):
+        iu_ptr[label_of[ui_idx[q]] + 1] += 1
+    iu_ptr = np.cumsum(iu_ptr)
     fill = iu_ptr[:-1].copy()
-    pos = np.empty(iu_ptr[-1], dtype=np.int64)
+    iu_idx = np.empty(len(ui_idx), dtype=np.int32)
+    iu_val = np.empty(len(ui_idx), dtype=np.float32)
     for u in range(len(ui_ptr) - 1):
         for q in range(ui_ptr[u], ui_ptr[u + 1]):
-            i = ui_idx[q]
-            pos[fill[i]] = q
+            i = label_of[ui_idx[q]]
+            iu_idx[fill[i]] = u
+            iu_val[fill[i]] = ui_val[q]
             fill[i] += 1
-    return pos
+
+    # Reading the tracks in order writes each user's row in order.
+    out_ptr = ui_ptr.astype(np.int64)
+    fill = out_ptr[:-1].copy()
+    out_idx = np.empty(len(ui_idx), dtype=np.int32)
+    out_val = np.empty(len(ui_idx), dtype=np.float32)
+    pos = np.empty(len(ui_idx), dtype=np.int64)
+    for i in range(items):
+        for p in range(iu_ptr[i], iu_ptr[i + 1]):
+            u = iu_idx[p]
+            out_idx[fill[u]] = i
+            out_val[fill[u]] = iu_val[p]
+            pos[p] = fill[u]
+            fill[u] += 1
+    return iu_ptr, iu_idx, iu_val, out_ptr, out_idx, out_val, pos
 
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate(i, iu_ptr, iu_idx, iu_val, pos, ui_ptr, ui_idx, ui_val, user_weight,
-                weighted, co, dot, touched):
-    """Add track i's co-counts (and weighted dot products) with every later track its users
-    reached; return how many distinct tracks were touched (listed in `touched`)."""
-    n_touched = 0
+                weighted, co, acc):
+    """Add track i's co-counts with every later track its users reached: into `co`, or
+    weighted, into `acc` as (co-count, dot product) side by side, so that an update touches
+    one cache line."""
     for p in range(iu_ptr[i], iu_ptr[i + 1]):
         u = iu_idx[p]
         start, end = pos[p] + 1, ui_ptr[u + 1]
         if weighted:
             w = iu_val[p] * user_weight[u]
             for q in range(start, end):
-                j = ui_idx[q]
-                if co[j] == 0:
-                    touched[n_touched] = j
-                    n_touched += 1
-                co[j] += 1
-                dot[j] += w * ui_val[q]
+                j = 2 * ui_idx[q]
+                acc[j] += 1.0
+                acc[j + 1] += w * ui_val[q]
         else:
             for q in range(start, end):
-                j = ui_idx[q]
-                if co[j] == 0:
-                    touched[n_touched] = j
-                    n_touched += 1
-                co[j] += 1
-    return n_touched
+                co[ui_idx[q]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _reached(i, iu_ptr, iu_idx, pos, ui_ptr, ui_idx, co, touched):
+    """The distinct later tracks that track i's users reached, listed in `touched` (for a
+    track whose users reach few: cheaper than scanning every later track)."""
+    n = 0
+    for p in range(iu_ptr[i], iu_ptr[i + 1]):
+        u = iu_idx[p]
+        for q in range(pos[p] + 1, ui_ptr[u + 1]):
+            j = ui_idx[q]
+            if co[j] == 0:
+                co[j] = -1
+                touched[n] = j
+                n += 1
+    for t in range(n):
+        co[touched[t]] = 0
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _work(i, iu_ptr, iu_idx, pos, ui_ptr):
+    """How many (user, later track) entries track i's accumulation reads."""
+    total = 0
+    for p in range(iu_ptr[i], iu_ptr[i + 1]):
+        total += ui_ptr[iu_idx[p] + 1] - pos[p] - 1
+    return total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _offer_pair(i, j, c, d, source, target, mass, label, jaccard, own_i, own_j,
+                val, key, size, floor, k, capacity):
+    """Score the pair (i, j) both ways and offer j to i's neighbours and i to j's."""
+    if jaccard:
+        score_ij = d / (mass[i] + mass[j] - d)
+        score_ji = score_ij
+    else:
+        score_ij = d * source[i] * target[j]
+        score_ji = d * source[j] * target[i]
+    _offer(val, key, size, floor, own_i, k, capacity, score_ij, label[j], c)
+    _offer(val, key, size, floor, own_j, k, capacity, score_ji, label[i], c)
 
 
 @numba.njit(cache=True, parallel=True)
 def top_k_neighbours(
-    iu_ptr, iu_idx, iu_val, ui_ptr, ui_idx, ui_val,
+    iu_ptr, iu_idx, iu_val, ui_ptr, ui_idx, ui_val, pos,
     user_weight, source, target, mass, label, weighted, jaccard, min_co, k, threads,
 ):
     """The k best neighbours of every track.
 
     `iu_*` is the track x user CSR matrix and `ui_*` its transpose (user x track), both with
-    sorted indices and the interaction weights as values. With `weighted` False (every weight
-    and user weight 1) the dot product is the co-count and only that is accumulated. Returns
-    (neighbour, score, co_count), each of shape (tracks, k), best first (ties by smaller
-    index), -1 where a track has fewer neighbours. Tracks are dealt round-robin to `threads`
-    workers, each with its own heaps.
+    sorted indices and the interaction weights as values, and `pos` maps the first's entries
+    into the second (see `relabelled`). With `weighted` False (every weight and user weight
+    1) the dot product is the co-count and only that is accumulated. Returns (neighbour,
+    score, co_count), each of shape (tracks, k), best first (ties by smaller index), -1 where
+    a track has fewer neighbours. Tracks are dealt round-robin to `threads` workers, each with
+    its own buffers.
+
+    After accumulating a track, the later tracks it shares users with are read by scanning
+    every later track (sequential, so the offers to their buffers stream through memory), or,
+    for a track whose users reach few others, from a list of the ones reached.
 
     `label` gives each row's track index in the caller's numbering: ties are broken, and the
     output rows and neighbours numbered, by it. The caller numbers the tracks here in a
-    random order, so that the offers a heap receives come in no particular order of score;
+    random order, so that the offers a buffer receives come in no particular order of score;
     in an order of rising scores (popular tracks first, under a measure that favours the
-    rare), nearly every offer would replace the weakest neighbour.
+    rare), nearly every offer would enter.
     """
     items = len(iu_ptr) - 1
-    pos = _positions(iu_ptr, ui_ptr, ui_idx)
     capacity = 2 * k
-    b_score = np.empty(threads * items * capacity, dtype=np.float64)
-    b_item = np.empty(threads * items * capacity, dtype=np.int32)
-    b_co = np.empty(threads * items * capacity, dtype=np.int32)
-    b_size = np.zeros(threads * items, dtype=np.int64)
-    floor = np.full(threads * items, -np.inf)
+    # An entry is two 8-byte cells side by side, its score and (neighbour << 32 | co-count),
+    # so that an offer entering a cold buffer touches one cache line.
+    key = np.empty(2 * threads * items * capacity, dtype=np.int64)
+    val = key.view(np.float64)
+    size = np.zeros(threads * items, dtype=np.int32)
+    # One floor per track, shared by the workers: a worker's k kept neighbours are k real
+    # ones, so the weakest of them bounds the track's final k-th best from below for all.
+    # A worker may read a floor another is raising; any value it reads is such a bound.
+    floor = np.full(items, NO_SCORE)
 
     for worker in numba.prange(threads):
         co = np.zeros(items, dtype=np.int32)
-        dot = np.zeros(items, dtype=np.float64)
+        acc = np.zeros(2 * items if weighted else 1, dtype=np.float64)
         touched = np.empty(items, dtype=np.int32)
         own = worker * items
         for i in range(worker, items, threads):
-            n_touched = _accumulate(i, iu_ptr, iu_idx, iu_val, pos, ui_ptr, ui_idx, ui_val,
-                                    user_weight, weighted, co, dot, touched)
-            for t in range(n_touched):
-                j = touched[t]
-                c = co[j]
-                co[j] = 0
-                d = dot[j] if weighted else np.float64(c)
+            work = _work(i, iu_ptr, iu_idx, pos, ui_ptr)
+            if work == 0:
+                continue
+            sparse = 4 * work < items - i
+            n_touched = 0
+            if sparse:
+                n_touched = _reached(i, iu_ptr, iu_idx, pos, ui_ptr, ui_idx, co, touched)
+            _accumulate(i, iu_ptr, iu_idx, iu_val, pos, ui_ptr, ui_idx, ui_val, user_weight,
+                        weighted, co, acc)
+            n = n_touched if sparse else items - i - 1
+            for t in range(n):
+                # No branch on the pair: a pair the users do not share (or share too little)
+                # scores 0, which every buffer's floor rejects.
+                j = touched[t] if sparse else i + 1 + t
                 if weighted:
-                    dot[j] = 0.0
-                if c < min_co:
-                    continue
-                if jaccard:
-                    score_ij = d / (mass[i] + mass[j] - d)
-                    score_ji = score_ij
+                    c = np.int32(acc[2 * j])
+                    d = acc[2 * j + 1]
+                    acc[2 * j] = 0.0
+                    acc[2 * j + 1] = 0.0
                 else:
-                    score_ij = d * source[i] * target[j]
-                    score_ji = d * source[j] * target[i]
-                _offer(b_score, b_item, b_co, b_size, floor, own + i, k, capacity, score_ij,
-                       label[j], c)
-                _offer(b_score, b_item, b_co, b_size, floor, own + j, k, capacity, score_ji,
-                       label[i], c)
+                    c = co[j]
+                    co[j] = 0
+                    d = np.float64(c)
+                d *= c >= min_co
+                _offer_pair(i, j, c, d, source, target, mass, label, jaccard, own + i,
+                            own + j, val, key, size, floor, k, capacity)
 
-    return _merge(b_score, b_item, b_co, b_size, label, k, capacity, threads)
+    return _merge(val, key, size, label, k, capacity, threads)
 
 
 @numba.njit(cache=True, parallel=True)
-def _merge(b_score, b_item, b_co, b_size, label, k, capacity, threads):
+def _merge(val, key, size, label, k, capacity, threads):
     """Each track's k best neighbours over the buffers of every worker, best first, in the
     rows and numbering of `label`."""
     items = len(label)
@@ -190,17 +288,18 @@ def _merge(b_score, b_item, b_co, b_size, label, k, capacity, threads):
     for i in numba.prange(items):
         total = 0
         for w in range(threads):
-            total += b_size[w * items + i]
+            total += size[w * items + i]
         score = np.empty(total, dtype=np.float64)
         item = np.empty(total, dtype=np.int32)
         co = np.empty(total, dtype=np.int32)
         n = 0
         for w in range(threads):
             slot = w * items + i
-            for e in range(b_size[slot]):
-                score[n] = b_score[slot * capacity + e]
-                item[n] = b_item[slot * capacity + e]
-                co[n] = b_co[slot * capacity + e]
+            for e in range(size[slot]):
+                cell = 2 * (slot * capacity + e)
+                score[n] = val[cell]
+                item[n] = key[cell + 1] >> 32
+                co[n] = key[cell + 1] & 0xFFFFFFFF
                 n += 1
         # By score descending, then by index: sort by index, then stably by score.
         order = np.argsort(item)
