@@ -78,7 +78,7 @@ def test_a_run_over_partitions_writes_the_same_tables_as_one_pass(sample_store, 
     # One line per stage, the per-user stages summed over the five partitions.
     stages = {row["stage"]: row for row in result.stages}
     assert list(stages) == ["validate", "training rows", "ranker", "global", "candidates",
-                            "features", "scoring", "explanations", "bias", "store"]
+                            "features", "scoring", "explanations", "bias", "follow", "store"]
     assert stages["candidates"]["rows"] == users + rows_of(result.path, "candidates")
     assert all(row["peak_memory_mb"] > 0 for row in result.stages)
 
