@@ -68,8 +68,11 @@ if not paths.is_empty():
 
 shap, computed = ui.shap_for(run, user_id, track_id)
 expected = run.read(queries.expected_value)
-if shap.is_empty() or expected is None:
+if expected is None:
     st.info("No SHAP values: this run has no ranker, so the score is the candidate order.")
+elif shap.is_empty():
+    st.info("No SHAP values for this user: the run keeps them for a share of the users "
+            "(recommend.shap_share).")
 else:
     st.plotly_chart(ui.shap_waterfall(shap, expected))
     st.caption(f"Score {chosen['score']:.4f} = expected value {expected:.4f} + the contributions")

@@ -52,9 +52,10 @@ def main(
 
 
 def _fail(exc: RecsysError) -> None:
-    # The message quotes data and config keys, which may hold brackets: printed as text.
-    err_console.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False,
-                      soft_wrap=True)
+    # The message names files, keys and values: printed as text, never read as rich markup
+    # (a config key such as "[batch.partition_size]" would vanish as a style tag).
+    message = Text.assemble(("error:", "bold red"), " ", str(exc))
+    err_console.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 

@@ -154,6 +154,9 @@ class RankerConfig(_Section):
     early_stopping_rounds: int = Field(20, ge=1)
     validation_share: float = Field(0.2, gt=0, lt=1, description="users held out for stopping")
     seed: int = 0
+    # Per labelled window, at most this many users (a seeded sample of those with a positive
+    # label in the window) give training and validation rows; None: every user with history.
+    training_users: int | None = Field(None, ge=1)
     # LightGBM's OpenMP threads spin while they wait: on a busy machine two threads can run ten
     # times slower than one, so one is the default.
     num_threads: int = Field(1, ge=1)
@@ -209,6 +212,14 @@ class CurationConfig(_Section):
     max_per_creator: int | None = Field(None, ge=1, description="tracks by one creator per list")
     block_tracks: tuple[str, ...] = ()
     block_creators: tuple[str, ...] = ()
+
+
+class BatchConfig(_Section):
+    """How the batch runs: the per-user stages (candidates, features, scoring, explanations)
+    run over partitions of this many users, so that their memory depends on the partition
+    size rather than on the number of users."""
+
+    partition_users: int | None = Field(20_000, ge=1, description="users per partition")
 
 
 AffinityForm = Literal["weighted", "classification"]
@@ -317,6 +328,7 @@ class Config(_Section):
     curation: CurationConfig = CurationConfig()
     follow: FollowConfig = FollowConfig()
     store: StoreConfig = StoreConfig()
+    batch: BatchConfig = BatchConfig()
     generator: GeneratorConfig = GeneratorConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     sweep: SweepConfig = SweepConfig()

@@ -192,7 +192,7 @@ def evaluate_hybrid(data: Dataset, cut: Cut, cfg: Config, result: Evaluation) ->
     batch_cfg = hybrid_config(cfg)
     stage = StageLog(None, total=0)
     outcome = fit_ranker(data, cut.test.start, batch_cfg, stage)
-    tables = serve(data, cut.test.start, outcome.ranker, batch_cfg, stage)
+    tables = serve(data, cut.test.start, outcome.ranker, batch_cfg, stage).tables
     note = f"ranker {outcome.status}" if outcome.ranker else outcome.status
     before = result.status.get(HYBRID)
     if before not in (None, note):

@@ -12,6 +12,12 @@ window (`labels.window_days`) and `n` the training cuts (`ranker.training_cuts`)
   order, are both scored on window 0 (NDCG@10), which neither saw;
 - serving: the ranker is refitted with the same number of trees on windows 0..n-1 (the latest
   n) and applied to the features at `as_of`.
+
+At each moment the global stages (feedback of everyone, similarity, popularity, the listener
+graph) run once (`world_at`); the per-user stages (candidates and walks, features, labels or
+scores, curation, lists, explanations) then run over partitions of `batch.partition_users`
+users (`snapshot_of` and `serve_users`), and serving streams each partition's rows into the run
+file. A user's rows do not depend on the partition they fall in.
 """
 
 from __future__ import annotations
@@ -20,21 +26,22 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from recsys import __version__, bias, evaluate, follow_batch, schema as s
+from recsys import __version__, bias, evaluate, follow_batch, partitions, schema as s
 from recsys.config import Config
-from recsys.errors import UsageError
+from recsys.errors import RecsysError, RunError, UsageError
 from recsys.io.dataset import Dataset, read_dataset
+from recsys.memory import PeakTracker
 from recsys.stages import candidates as cand
-from recsys.stages import explain, factors as fx, features as feat, walks
+from recsys.stages import affinity, explain, factors as fx, features as feat, walks
 from recsys.stages.curation import apply_rules
 from recsys.stages.feedback import events_before, feedback
 from recsys.stages.labels import LABEL, LABEL_POSITIVE, labels
@@ -66,6 +73,24 @@ class Snapshot:
     seeds: pl.DataFrame
     graph: walks.ListenerGraph
     factors: fx.Factors | None = None
+    popularity: pl.DataFrame | None = None  # of everyone, when `feedback` holds only some users
+    by_track: pl.DataFrame | None = None  # affinity.track_figures of everyone, likewise
+
+
+@dataclass
+class World:
+    """What the global stages know at one moment, about everyone: feedback, neighbours, track
+    popularity and the other per-track figures, the listener graph the walks run on, the ALS
+    factors, and the follows made before it."""
+
+    moment: datetime
+    feedback: pl.DataFrame
+    similar: pl.DataFrame
+    popularity: pl.DataFrame
+    by_track: pl.DataFrame
+    graph: walks.ListenerGraph
+    factors: fx.Factors | None
+    follows: pl.DataFrame
 
 
 @dataclass
@@ -77,23 +102,79 @@ class RunResult:
 
 
 class StageLog:
-    """Times each stage, logs one INFO line with its counts, and reports progress."""
+    """Times each stage, logs one INFO line with its counts, seconds and peak memory, and
+    reports progress.
+
+    A stage starts with `start()`. A stage that runs once per user partition reports each
+    partition with `part(...)` (a DEBUG line) and is summed into one INFO line by `close`.
+    """
 
     def __init__(self, progress: Progress | None, total: int):
         self.progress = progress
         self.total = total
         self.done = 0
         self.rows: list[dict] = []
+        self.memory = PeakTracker()
+        self._cpu = time.process_time()
+        self._parts: dict[str, dict] = {}
+
+    def start(self) -> float:
+        self.memory.start()
+        self._cpu = time.process_time()
+        return time.perf_counter()
 
     def __call__(self, name: str, started: float, **counts: int) -> None:
-        seconds = time.perf_counter() - started
-        self.done += 1
-        detail = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items())
-        log.info("%s: %s in %.1f s", name, detail, seconds)
+        seconds, peak = time.perf_counter() - started, self.memory.stage_peak()
+        self._record(name, seconds, time.process_time() - self._cpu, peak, counts)
+        self._advance(name)
+
+    def part(self, name: str, started: float, partition: tuple[int, int], **counts: int) -> None:
+        """One partition's share of stage `name`; `partition` is (its number from 1, of how
+        many)."""
+        seconds, peak = time.perf_counter() - started, self.memory.stage_peak()
+        log.debug("%s, partition %s of %s: %s in %.1f s, peak %.0f MB", name, *partition,
+                  _counts(counts), seconds, peak)
+        summed = self._parts.setdefault(name, _nothing())
+        summed["seconds"] += seconds
+        summed["cpu"] += time.process_time() - self._cpu
+        summed["peak"] = max(summed["peak"], peak)
+        for key, value in counts.items():
+            summed["counts"][key] = summed["counts"].get(key, 0) + value
+        if self.progress:
+            self.progress(f"{name} ({partition[0]}/{partition[1]})", self.done, self.total)
+
+    def close(self, *names: str) -> None:
+        """Log and record the summed partitions of each stage in `names`."""
+        for name in names:
+            summed = self._parts.pop(name, _nothing())
+            self._record(name, summed["seconds"], summed["cpu"], summed["peak"],
+                         summed["counts"])
+            self._advance(name)
+
+    @property
+    def peak_mb(self) -> float:
+        """The peak memory of the run so far (MB)."""
+        self.memory.stage_peak()
+        return self.memory.overall_mb
+
+    def _record(self, name: str, seconds: float, cpu: float, peak: float, counts: dict) -> None:
+        log.info("%s: %s in %.1f s, peak %.0f MB", name, _counts(counts), seconds, peak)
         self.rows.append({"stage": name, "seconds": round(seconds, 3),
-                          "rows": sum(counts.values())})
+                          "rows": sum(counts.values()), "cpu_seconds": round(cpu, 3),
+                          "peak_memory_mb": round(peak, 1)})
+
+    def _advance(self, name: str) -> None:
+        self.done += 1
         if self.progress:
             self.progress(name, self.done, self.total)
+
+
+def _nothing() -> dict:
+    return {"seconds": 0.0, "cpu": 0.0, "peak": 0.0, "counts": {}}
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items())
 
 
 def default_as_of(events: pl.DataFrame) -> datetime:
@@ -105,10 +186,34 @@ def default_as_of(events: pl.DataFrame) -> datetime:
 
 def take_snapshot(data: Dataset, moment: datetime, users: pl.Series, cfg: Config) -> Snapshot:
     """Build feedback, similarity and candidates from the events before `moment`."""
+    return snapshot_of(world_at(data, moment, cfg), users, data, cfg)
+
+
+def world_at(data: Dataset, moment: datetime, cfg: Config) -> World:
+    """The global stages at `moment`: everyone's feedback from the events before it, the
+    neighbours, the tracks' popularity and other figures, the listener graph and ALS."""
     fb = feedback(events_before(data.events, moment), cfg.feedback)
     similar = similar_tracks(fb, cfg.similarity, moment=moment)
-    return build_snapshot(moment, users, fb, similar, data.tracks,
-                          follows_before(data.follows, moment), cfg)
+    follows = follows_before(data.follows, moment)
+    graph = walks.listener_graph(
+        fb, follows=follows if cfg.walks.follow_probability > 0 else None
+    )
+    factors = fx.fit_factors(fb, cfg.factors) if cfg.factors.enabled else None
+    by_track = affinity.track_figures(fb, moment, cfg.features)
+    return World(moment, fb, similar, cand.popularity(fb), by_track, graph, factors, follows)
+
+
+def snapshot_of(world: World, users: pl.Series, data: Dataset, cfg: Config) -> Snapshot:
+    """The candidates of `users` in `world`, from their feedback and that of the accounts they
+    follow (all that the per-user stages read besides the global figures)."""
+    followed = world.follows.join(
+        users.to_frame(s.FOLLOWER_ID), on=s.FOLLOWER_ID, how="semi"
+    ).select(pl.col(s.FOLLOWEE_ID).alias(s.USER_ID))
+    around = pl.concat([users.to_frame(s.USER_ID), followed]).unique()
+    fb = world.feedback.join(around, on=s.USER_ID, how="semi")
+    return build_snapshot(world.moment, users, fb, world.similar, data.tracks, world.follows,
+                          cfg, graph=world.graph, popularity=world.popularity,
+                          by_track=world.by_track, factors=world.factors)
 
 
 def build_snapshot(
@@ -120,26 +225,36 @@ def build_snapshot(
     follows: pl.DataFrame,
     cfg: Config,
     *,
+    graph: walks.ListenerGraph | None = None,
+    popularity: pl.DataFrame | None = None,
+    by_track: pl.DataFrame | None = None,
     factors: fx.Factors | None = None,
 ) -> Snapshot:
     """The candidates of `users` from feedback `fb` and neighbours `similar`: similarity
-    expansion, walks from the same seeds, ALS, and the fallbacks. ALS is fitted on `fb` unless
-    `factors` are given."""
+    expansion, walks from the same seeds, ALS, and the fallbacks.
+
+    `graph`, `popularity`, `by_track` and `factors`, built from everyone's feedback, let `fb`
+    hold only the rows of `users` and of the accounts they follow; None builds them from `fb`
+    (ALS is fitted on `fb` unless `factors` are given).
+    """
     user_seeds = cand.seeds(fb, cfg.candidates).join(
         users.unique().to_frame(s.USER_ID), on=s.USER_ID, how="semi"
     )
-    graph = walks.listener_graph(
-        fb, follows=follows if cfg.walks.follow_probability > 0 else None
-    )
+    if graph is None:
+        graph = walks.listener_graph(
+            fb, follows=follows if cfg.walks.follow_probability > 0 else None
+        )
     walked = walks.walk_candidates(graph, user_seeds, fb.select(s.USER_ID, s.TRACK_ID),
                                    cfg.walks)
     if factors is None and cfg.factors.enabled:
         factors = fx.fit_factors(fb, cfg.factors)
     factored = fx.als_candidates(factors, users, cfg.factors) if cfg.factors.enabled else None
     candidates, contributions = cand.generate_candidates(
-        users, fb, similar, tracks, cfg.candidates, walked=walked, factored=factored
+        users, fb, similar, tracks, cfg.candidates, walked=walked, factored=factored,
+        track_popularity=popularity,
     )
-    return Snapshot(moment, fb, similar, candidates, contributions, user_seeds, graph, factors)
+    return Snapshot(moment, fb, similar, candidates, contributions, user_seeds, graph, factors,
+                    popularity, by_track)
 
 
 def follows_before(follows: pl.DataFrame, moment: datetime) -> pl.DataFrame:
@@ -151,7 +266,7 @@ def snapshot_features(data: Dataset, snap: Snapshot, cfg: Config) -> pl.DataFram
     return feat.build_features(
         snap.candidates, snap.contributions, snap.feedback, data.tracks,
         follows_before(data.follows, snap.moment), moment=snap.moment, cfg=cfg.candidates,
-        features=cfg.features,
+        features=cfg.features, track_popularity=snap.popularity, by_track=snap.by_track,
     )
 
 
@@ -196,17 +311,29 @@ def labelled_rows(
     data: Dataset, moment: datetime, end: datetime, cfg: Config
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Training rows at `moment`: candidates of users with history, labelled by [moment, end);
-    and the candidate recall of that window (see `evaluate.candidate_recall`)."""
-    seen = events_before(data.events, moment)[s.USER_ID].unique()
-    snap = take_snapshot(data, moment, seen, cfg)
-    rows = snapshot_features(data, snap, cfg)
+    and the candidate recall of that window (see `evaluate.candidate_recall`).
+
+    With `ranker.training_users` set, only a seeded sample of the users with a positive label
+    in the window give rows. The users' rows are built partition by partition.
+    """
+    world = world_at(data, moment, cfg)
     graded = labels(data.events, start=moment, end=end, kpi=cfg.labels.kpi, weights=cfg.feedback,
                     tracks=data.tracks, thresholds=cfg.labels)
-    recall = evaluate.candidate_recall(snap.candidates, graded, snap.feedback, snap.seeds)
-    rows = rows.join(graded, on=[s.USER_ID, s.TRACK_ID], how="left").with_columns(
-        pl.col(LABEL).fill_null(0), pl.col(LABEL_POSITIVE).fill_null(False)
-    )
-    return rows.with_columns(candidate_order(rows).alias(ORDER_SCORE)), recall
+    users = world.feedback[s.USER_ID].unique()
+    if cfg.ranker.training_users is not None:
+        labelled = graded.filter(pl.col(LABEL) > 0)[s.USER_ID]
+        users = partitions.sample(users.filter(users.is_in(labelled.implode())),
+                                  cfg.ranker.training_users, cfg.ranker.seed)
+    rows, recall = [], []
+    for part in partitions.partitions(users, cfg.batch.partition_users):
+        snap = snapshot_of(world, part, data, cfg)
+        part_rows = snapshot_features(data, snap, cfg).join(
+            graded, on=[s.USER_ID, s.TRACK_ID], how="left"
+        ).with_columns(pl.col(LABEL).fill_null(0), pl.col(LABEL_POSITIVE).fill_null(False))
+        rows.append(part_rows.with_columns(candidate_order(part_rows).alias(ORDER_SCORE)))
+        recall.append(evaluate.candidate_recall(snap.candidates, graded, snap.feedback,
+                                                snap.seeds))
+    return pl.concat(rows), partitions.combine_recall(recall)
 
 
 def fingerprint(data: Dataset, folder: Path) -> str:
@@ -219,10 +346,6 @@ def fingerprint(data: Dataset, folder: Path) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def peak_memory_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass
@@ -244,7 +367,7 @@ def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> 
     valid_cut = as_of - window
     n = cfg.ranker.training_cuts
 
-    started = time.perf_counter()
+    started = stage.start()
     windows, recall = [], None
     for i in range(n + 1):
         cut = as_of - (i + 1) * window
@@ -255,7 +378,7 @@ def fit_ranker(data: Dataset, as_of: datetime, cfg: Config, stage: StageLog) -> 
     stage("training rows", started, train_rows=sum(w.height for w in windows[1:]),
           validation_rows=windows[0].height)
 
-    started = time.perf_counter()
+    started = stage.start()
     trees = choose_trees(windows, cfg)
     judged = train_ranker(pl.concat(windows[1:]), feat.FEATURES, cfg.ranker, num_trees=trees)
     evaluation = compare_orders(judged, windows[0], valid_cut)
@@ -309,67 +432,148 @@ def compare_orders(
     return pl.DataFrame(evaluation, schema=schema)
 
 
-def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Config,
-          stage: StageLog) -> dict[str, pl.DataFrame]:
-    """Candidates, scores, top-N lists, reasons and SHAP rows for every user at `as_of`."""
-    started = time.perf_counter()
-    users = pl.concat([data.users[s.USER_ID], events_before(data.events, as_of)[s.USER_ID]])
-    snap = take_snapshot(data, as_of, users, cfg)
-    stage("candidates", started, users=users.n_unique(), candidates=snap.candidates.height)
+# The tables that serving writes partition by partition, and its per-partition stages.
+PER_USER_TABLES = ("candidates", "recommendations", "recommendation_features",
+                   "recommendation_reasons", "walk_paths", "shap_values")
+SERVING_STAGES = ("candidates", "features", "scoring", "explanations")
 
-    started = time.perf_counter()
+
+@dataclass
+class Served:
+    """What serving gives besides the per-user rows it streamed into the run file."""
+
+    tables: dict[str, pl.DataFrame]
+    recommendations: int
+    users_with_recommendations: int
+    expected_value: float | None
+
+
+def serve(data: Dataset, as_of: datetime, ranker: TrainedRanker | None, cfg: Config,
+          stage: StageLog, writer: RunWriter | None = None) -> Served:
+    """Serve every user at `as_of`: the global stages once, then the per-user stages over
+    partitions of `batch.partition_users` users, each partition's rows appended to the run
+    file as it is done; then the popularity bias of all the lists.
+
+    Without a `writer` (offline evaluation), the per-user tables, feedback and similar_tracks
+    are kept in memory and returned in `Served.tables` with the others."""
+    kept: dict[str, list[pl.DataFrame]] = {}
+    started = stage.start()
+    world = world_at(data, as_of, cfg)
+    if writer is not None:
+        writer.write("feedback", world.feedback)
+        writer.write("similar_tracks", world.similar)
+    stage("global", started, interactions=world.feedback.height,
+          neighbour_pairs=world.similar.height)
+
+    users = pl.concat([data.users[s.USER_ID], world.feedback[s.USER_ID]])
+    size = cfg.batch.partition_users
+    total = partitions.count(users, size)
+    effects, contribs, listed = [], [], []
+    for number, part in enumerate(partitions.partitions(users, size), 1):
+        tables, part_effects, contrib = serve_users(world, part, data, ranker, cfg, stage,
+                                                    (number, total))
+        for name in PER_USER_TABLES:
+            if writer is None:
+                kept.setdefault(name, []).append(tables[name])
+            else:
+                writer.append(name, tables[name])
+        listed.append(tables["recommendations"].select(s.USER_ID, s.TRACK_ID))
+        effects.append(part_effects)
+        contribs.append(contrib)
+    stage.close(*SERVING_STAGES)
+
+    started = stage.start()
+    recs = pl.concat(listed)
+    exposed = bias.exposure(recs, world.popularity, data.tracks, world.similar)
+    tables = {
+        "exposure": exposed,
+        "popularity_bias": bias.bias_metrics(exposed),
+        "lorenz": bias.lorenz_points(exposed),
+        "curator_effects": partitions.combine_effects(effects),
+        **catalogue_tables(data, world.feedback),
+    }
+    if writer is None:
+        tables.update({name: pl.concat(frames) for name, frames in kept.items()},
+                      feedback=world.feedback, similar_tracks=world.similar)
+    stage("bias", started, exposure_rows=exposed.height)
+
+    contrib = np.concatenate(contribs) if ranker else None
+    tables["feature_importance"] = (explain.global_importance(ranker, contrib) if ranker
+                                    else explain.empty_importance())
+    expected = _expected_value(ranker)
+    return Served(tables, recs.height, recs[s.USER_ID].n_unique(), expected)
+
+
+def serve_users(
+    world: World, users: pl.Series, data: Dataset, ranker: TrainedRanker | None, cfg: Config,
+    stage: StageLog, partition: tuple[int, int],
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, np.ndarray | None]:
+    """The per-user stages for one partition of `users`: candidates, features, scores, curated
+    top-N lists, reasons and, for `recommend.shap_share` of the users, SHAP rows.
+
+    Returns the partition's tables (PER_USER_TABLES), the curator rules' effects, and the SHAP
+    contributions of the explained recommendations (None without a ranker).
+    """
+    started = stage.start()
+    snap = snapshot_of(world, users, data, cfg)
+    stage.part("candidates", started, partition, users=users.len(),
+               candidates=snap.candidates.height)
+
+    started = stage.start()
     rows = snapshot_features(data, snap, cfg)
+    stage.part("features", started, partition, rows=rows.height)
+
+    started = stage.start()
     order = candidate_order(rows)
     score = pl.Series(SCORE, ranker.raw_scores(rows)) if ranker else order
     rows = rows.with_columns(order.alias(ORDER_SCORE), score.alias(SCORE))
     rows = rows.with_columns(explain.rank_before(ORDER_SCORE))
     allowed, effects = apply_rules(rows, data.tracks, cfg.curation, n=cfg.recommend.n)
     recs = explain.top_n(allowed, cfg.recommend.n).with_columns(explain.reason_kind())
-    stage("ranking", started, recommendations=recs.height)
+    stage.part("scoring", started, partition, recommendations=recs.height)
 
-    started = time.perf_counter()
-    exposed = bias.exposure(recs, cand.popularity(snap.feedback), data.tracks, snap.similar)
-    tables = {
-        "exposure": exposed,
-        "popularity_bias": bias.bias_metrics(exposed),
-        "lorenz": bias.lorenz_points(exposed),
-        "curator_effects": effects,
-    }
-    stage("bias", started, exposure_rows=exposed.height)
-
-    started = time.perf_counter()
+    started = stage.start()
     reasons, paths = explain_lists(recs, snap, cfg)
-    tables["recommendation_reasons"] = reasons
-    tables["walk_paths"] = paths
-    if ranker:
-        # SHAP for a seeded share of users; the others' are computed on demand from the stored
-        # features (recommendation_features) and model.
-        explained = explain.shap_sample(recs, cfg.recommend.shap_share, cfg.recommend.shap_seed)
-        contrib = ranker.contributions(explained)
-        tables["shap_values"] = explain.shap_rows(explained, contrib, ranker.features,
-                                                  cfg.recommend)
-        tables["feature_importance"] = explain.global_importance(ranker, contrib)
-        tables["expected_value"] = pl.DataFrame({"value": [ranker.explainer.expected_value]})
-    else:
-        tables["shap_values"] = explain.empty_shap()
-        tables["feature_importance"] = explain.empty_importance()
-    stage("explanations", started, reasons=reasons.height, walk_paths=paths.height,
-          shap_rows=tables["shap_values"].height if ranker else 0)
+    shap, contrib = _shap(recs, ranker, cfg)
+    stage.part("explanations", started, partition, reasons=reasons.height,
+               walk_paths=paths.height, shap_rows=shap.height)
 
-    tables.update(
-        feedback=snap.feedback,
-        similar_tracks=snap.similar,
-        candidates=rows.select(
+    tables = {
+        "candidates": rows.select(
             s.USER_ID, s.TRACK_ID, cand.SOURCES_COLUMN,
             *[_source_column(c, src) for src in cand.SOURCES
               for c in (cand.score_column(src), cand.rank_column(src))],
             SCORE,
         ),
-        recommendations=recs.select(s.USER_ID, explain.RANK, s.TRACK_ID, SCORE,
-                                    explain.REASON_KIND, *explain.LEDGER_COLUMNS),
-        recommendation_features=recs.select(s.USER_ID, s.TRACK_ID, *feat.FEATURES),
-    )
-    return tables
+        "recommendations": recs.select(s.USER_ID, explain.RANK, s.TRACK_ID, SCORE,
+                                       explain.REASON_KIND, *explain.LEDGER_COLUMNS),
+        "recommendation_features": recs.select(s.USER_ID, s.TRACK_ID, *feat.FEATURES),
+        "recommendation_reasons": reasons,
+        "walk_paths": paths,
+        "shap_values": shap,
+    }
+    return tables, effects, contrib
+
+
+def _shap(
+    recs: pl.DataFrame, ranker: TrainedRanker | None, cfg: Config
+) -> tuple[pl.DataFrame, np.ndarray | None]:
+    """The SHAP rows of the recommendations of `recommend.shap_share` of the users (chosen by a
+    hash of `recommend.shap_seed` and their ids, whatever the partition), and their
+    contributions. The others' are computed on demand from the stored features
+    (recommendation_features) and model."""
+    if ranker is None:
+        return explain.empty_shap(), None
+    explained = explain.shap_sample(recs, cfg.recommend.shap_share, cfg.recommend.shap_seed)
+    if explained.height == 0:
+        return explain.empty_shap(), np.zeros((0, len(ranker.features) + 1))
+    contrib = ranker.contributions(explained)
+    return explain.shap_rows(explained, contrib, ranker.features, cfg.recommend), contrib
+
+
+def _expected_value(ranker: TrainedRanker | None) -> float | None:
+    """The SHAP base value (the same for every row): our TreeSHAP explainer's."""
+    return float(ranker.explainer.expected_value) if ranker else None
 
 
 def _source_column(column: str, source: str) -> pl.Expr:
@@ -410,11 +614,11 @@ def run_batch(
     data_dir, store = Path(data_dir), Path(store)
     begun = time.perf_counter()
     started_at = datetime.now(timezone.utc)
-    stage = StageLog(progress, total=9)
+    stage = StageLog(progress, total=11)
 
-    t0 = time.perf_counter()
+    started = stage.start()
     data = read_dataset(data_dir)
-    stage("validate", t0, events=data.events.height, tracks=data.tracks.height)
+    stage("validate", started, events=data.events.height, tracks=data.tracks.height)
     as_of = as_of or default_as_of(data.events)
     first = data.events[s.TS].min()
     if first is None or first >= as_of:
@@ -430,15 +634,16 @@ def run_batch(
         "started_at": started_at.isoformat(),
     }
     record_run(store, entry)
-    writer = RunWriter(store, run_id)
+    writer = None
     try:
+        writer = RunWriter(store, run_id)
         outcome = fit_ranker(data, as_of, cfg, stage)
-        tables = serve(data, as_of, outcome.ranker, cfg, stage)
-        t0 = time.perf_counter()
+        served = serve(data, as_of, outcome.ranker, cfg, stage, writer)
+        tables = served.tables
+        started = stage.start()
         tables.update(follow_batch.follow_tables(data, as_of, cfg))
-        stage("follow", t0, follow_recommendations=tables["follow_recommendations"].height)
-        t0 = time.perf_counter()
-        tables.update(catalogue_tables(data, tables["feedback"]))
+        stage("follow", started, follow_recommendations=tables["follow_recommendations"].height)
+        started = stage.start()
         model = [outcome.ranker.booster.model_to_string()] if outcome.ranker else []
         tables["models"] = pl.DataFrame(
             {"name": ["ranker"] * len(model), "format": ["lightgbm"] * len(model),
@@ -447,22 +652,32 @@ def run_batch(
         )
         tables["ranker_evaluation"] = outcome.evaluation
         tables["candidate_recall"] = outcome.recall
-        summary = _summary(entry, data, tables, outcome, as_of, cfg)
+        summary = _summary(entry, data, served, outcome, as_of, cfg)
         for name, frame in tables.items():
-            if name != "expected_value":
-                writer.write(name, frame)
-        stage("store", t0, tables=len(tables))
+            writer.write(name, frame)
+        writer.checkpoint()
+        stage("store", started, tables=len(tables) + len(PER_USER_TABLES) + 2)
         summary["seconds"] = round(time.perf_counter() - begun, 2)
-        summary["peak_memory_mb"] = round(peak_memory_mb(), 1)
+        summary["peak_memory_mb"] = round(stage.peak_mb, 1)
         writer.write("stages", pl.DataFrame(stage.rows))
         writer.write("runs", pl.DataFrame([summary]))
         path = writer.publish()
     except BaseException as exc:
-        writer.abandon()
+        if writer is not None:
+            writer.abandon()
         entry.update(status="failed", error=str(exc) or type(exc).__name__,
                      finished_at=datetime.now(timezone.utc).isoformat())
         record_run(store, entry)
-        raise
+        if isinstance(exc, RecsysError) or not isinstance(exc, Exception):
+            raise
+        # Anything else is a run that could not complete (exit code 4), not a usage or data
+        # error; the traceback goes to the DEBUG log.
+        log.debug("run %s failed", run_id, exc_info=exc)
+        done = stage.rows[-1]["stage"] if stage.rows else "none"
+        raise RunError(
+            f"run {run_id} failed after stage {done!r}: {type(exc).__name__}: {exc}; the "
+            f"current run is unchanged (--verbose shows the traceback)"
+        ) from exc
     entry.update(status="published", finished_at=datetime.now(timezone.utc).isoformat(),
                  stages=stage.rows,
                  counts={k: summary[k] for k in ("users", "tracks", "events", "recommendations")})
@@ -473,25 +688,24 @@ def run_batch(
     return RunResult(run_id, path, summary, stage.rows)
 
 
-def _summary(entry, data, tables, outcome, as_of, cfg) -> dict:
+def _summary(entry, data, served, outcome, as_of, cfg) -> dict:
     window = timedelta(days=cfg.labels.window_days)
     evaluation = {row["order"]: row for row in outcome.evaluation.iter_rows(named=True)}
-    expected = tables.get("expected_value")
     return {
         "run_id": entry["id"], "as_of": as_of,
         "train_cut": as_of - (cfg.ranker.training_cuts + 1) * window,
         "valid_cut": as_of - window, "input": entry["input"], "fingerprint": entry["fingerprint"],
         "config": json.dumps(entry["config"]), "code_version": __version__,
         "started_at": datetime.fromisoformat(entry["started_at"]), "kpi": cfg.labels.kpi,
-        "users": tables["users"].height, "tracks": data.tracks.height,
+        "users": served.tables["users"].height, "tracks": data.tracks.height,
         "events": data.events.height, "duplicates_dropped": data.duplicates_dropped,
-        "recommendations": tables["recommendations"].height,
-        "users_with_recommendations": tables["recommendations"][s.USER_ID].n_unique(),
+        "recommendations": served.recommendations,
+        "users_with_recommendations": served.users_with_recommendations,
         "ranker_status": outcome.status,
         "ranker_trees": outcome.ranker.best_iteration if outcome.ranker else 0,
         "ranker_train_rows": outcome.ranker.train_rows if outcome.ranker else 0,
         "ranker_dropped_users": outcome.ranker.dropped_users if outcome.ranker else 0,
-        "expected_value": float(expected["value"][0]) if expected is not None else None,
+        "expected_value": served.expected_value,
         "ndcg_ranker": evaluation.get("ranker", {}).get("value"),
         "ndcg_candidate_order": evaluation.get("candidate_order", {}).get("value"),
         "ndcg_users": evaluation.get("ranker", {}).get("users", 0),

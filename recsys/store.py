@@ -223,6 +223,14 @@ class RunWriter:
         self.con.execute(f'INSERT INTO "{name}" SELECT * FROM _incoming')
         self.con.unregister("_incoming")
 
+    def read(self, sql: str) -> pl.DataFrame:
+        """The result of `sql` over the tables written so far."""
+        return self.con.sql(sql).pl()
+
+    def checkpoint(self) -> None:
+        """Write everything to the temporary file (publishing does it again, quickly)."""
+        self.con.execute("CHECKPOINT")
+
     def publish(self) -> Path:
         """Checkpoint, close, rename into place and point current.duckdb at the run."""
         self.con.execute("CHECKPOINT")

@@ -280,6 +280,20 @@ def test_a_page_without_a_run_says_so(tmp_path, monkeypatch):
     assert not at.metric
 
 
+# A run that serves the sample data in six partitions, with small budgets.
+PARTITIONED_RUN = """
+[batch]
+partition_users = 500
+
+[walks]
+walks_per_user = 200
+
+[ranker]
+training_cuts = 1
+num_trees = 30
+"""
+
+
 @pytest.mark.slow
 def test_pages_show_the_current_run_while_another_process_writes_one(
     sample_store, tmp_path, monkeypatch
@@ -289,22 +303,31 @@ def test_pages_show_the_current_run_while_another_process_writes_one(
     old = current_run_id(store)
     with run_file(store) as con:
         user_id = con.sql("SELECT min(user_id) FROM recommendations").fetchall()[0][0]
+    config = tmp_path / "partitioned.toml"
+    config.write_text(PARTITIONED_RUN)
 
     log = tmp_path / "run.log"
     with open(log, "w") as output:
         writer = subprocess.Popen(
-            [sys.executable, "-m", "recsys", "run", str(SAMPLE_DATA), "--store", str(store)],
+            [sys.executable, "-m", "recsys", "run", str(SAMPLE_DATA), "--store", str(store),
+             "--config", str(config)],
             stdout=output, stderr=subprocess.STDOUT,
         )
-    shown, notes = [], 0
+    shown, notes, runs_notes, reads = [], 0, 0, 0
     try:
         while writer.poll() is None:
             before = current_run_id(store)
             overview = open_page(store, monkeypatch)
             open_page(store, monkeypatch, INSPECTOR, user=user_id)
+            # The Runs page and the old run opened by its link, read while the new one writes.
+            runs_page = open_page(store, monkeypatch, "pages/runs.py")
+            older = open_page(store, monkeypatch, INSPECTOR, user=user_id, run=old)
+            assert older.sidebar.selectbox(key=ui.RUN_KEY).value == old
             shown.append(_shown_run(overview))
             assert shown[-1] in {before, current_run_id(store)}
             notes += any(ui.IN_PROGRESS in c.value for c in overview.caption)
+            runs_notes += any("being written" in note.value for note in runs_page.info)
+            reads += 1
             time.sleep(0.2)
     finally:
         if writer.poll() is None:
@@ -315,8 +338,9 @@ def test_pages_show_the_current_run_while_another_process_writes_one(
     new = current_run_id(store)
     assert new != old
     # The old run until the new one is published, then the new one: never a mix, never back.
-    assert shown.count(old) >= 1 and notes >= 1
+    assert shown.count(old) >= 1 and notes >= 1 and runs_notes >= 1
     assert shown == [old] * shown.count(old) + [new] * shown.count(new)
+    assert reads >= 3
     assert _shown_run(open_page(store, monkeypatch)) == new
 
 

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys.cli import app
-from recsys.store import CURRENT, current_run_id, read_registry
+from recsys.store import CURRENT, current_run_id, list_runs, read_registry
 
 from conftest import SAMPLE_DATA
 
@@ -88,3 +88,67 @@ def test_an_as_of_before_every_event_is_refused_and_the_current_run_kept(sample_
         run_batch(SAMPLE_DATA, sample_store, cfg=Config(),
                   as_of=datetime(1990, 1, 1, tzinfo=timezone.utc))
     assert (sample_store / CURRENT).resolve() == before
+
+
+# Serving the sample data in six partitions, with small budgets so that the test stays short.
+PARTITIONED = """
+[batch]
+partition_users = 500
+
+[walks]
+walks_per_user = 200
+
+[ranker]
+training_cuts = 1
+num_trees = 30
+"""
+
+
+def _current_tables(store: Path) -> dict[str, int]:
+    with duckdb.connect(str(store / CURRENT), read_only=True) as con:
+        return {table: con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                for table in ("runs", "recommendations", "recommendation_reasons",
+                              "shap_values", "candidates")}
+
+
+def _temporary_bytes(store: Path) -> int:
+    return sum(p.stat().st_size for p in (store / "runs").glob(".*.duckdb.tmp*"))
+
+
+@pytest.mark.slow
+def test_a_run_killed_midway_through_its_partitions_leaves_the_current_run(store, tmp_path):
+    config = tmp_path / "partitioned.toml"
+    config.write_text(PARTITIONED)
+    before, old = _current_tables(store), current_run_id(store)
+    log = tmp_path / "run.log"
+    command = [sys.executable, "-m", "recsys", "--verbose", "run", str(SAMPLE_DATA), "--store",
+               str(store), "--config", str(config)]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "COLUMNS": "200"})
+
+    # Wait until two of the six partitions have been appended to the temporary run file.
+    deadline = time.monotonic() + 600
+    while "explanations, partition 2 of 6" not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    written = _temporary_bytes(store)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    assert written > 1_000_000  # the partitions' rows were in the temporary file
+    assert "explanations, partition 3 of 6" not in log.read_text()
+    assert current_run_id(store) == old
+    assert _current_tables(store) == before  # unchanged and readable
+    [killed] = [r for r in list_runs(store) if r["id"] != old]
+    assert killed["status"] == "failed" and not killed["kept"]
+
+    result = CliRunner().invoke(app, ["run", str(SAMPLE_DATA), "--store", str(store),
+                                      "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert current_run_id(store) not in (old, killed["id"])
+    assert _current_tables(store)["recommendations"] == before["recommendations"]
+    assert _temporary_bytes(store) == 0  # the killed run's files were removed
+    status = {entry["id"]: entry["status"] for entry in read_registry(store)["runs"]}
+    assert status[killed["id"]] == "failed" and status[current_run_id(store)] == "published"

@@ -900,9 +900,14 @@ def measure(tables: dict[str, pl.DataFrame], *, super_nodes: int) -> dict[str, o
     """The shapes of a dataset, measured on its tables: rows, and each generator target."""
     events, tracks, users, follows = (tables[t] for t in (s.EVENTS, s.TRACKS, s.USERS, s.FOLLOWS))
     kinds = dict(events.group_by(s.KIND).len().iter_rows())
-    plays = events.filter(pl.col(s.KIND) == s.PLAY).select(s.USER_ID, s.TRACK_ID, s.TS).join(
-        tracks.select(s.TRACK_ID, s.GENRE, s.CREATOR_ID), on=s.TRACK_ID, how="left")
-    per_track = plays.group_by(s.TRACK_ID).agg(pl.len(), pl.col(s.USER_ID).n_unique().alias("n"))
+    # The plays with their track's genre and creator, as a lazy query: each measure reads only
+    # the columns it needs, and the joined table is never held whole (on a log of 50M events
+    # it would double the generator's peak memory).
+    plays = events.lazy().filter(pl.col(s.KIND) == s.PLAY).select(s.USER_ID, s.TRACK_ID, s.TS)
+    plays = plays.join(tracks.lazy().select(s.TRACK_ID, s.GENRE, s.CREATOR_ID), on=s.TRACK_ID,
+                       how="left")
+    per_track = plays.group_by(s.TRACK_ID).agg(
+        pl.len(), pl.col(s.USER_ID).n_unique().alias("n")).collect()
     creators = tracks[s.CREATOR_ID].drop_nulls()
     listens = kinds.get(s.PLAY, 0) + kinds.get(s.SKIP, 0)
     reach = per_track["n"].top_k(super_nodes).mean() if super_nodes and per_track.height else 0
@@ -947,19 +952,19 @@ def zipf_exponent(counts: np.ndarray, *, skip_top: int = 0, min_count: int = 10)
     return float(-np.polyfit(np.log(rank[fit]), np.log(ranked[fit]), 1)[0])
 
 
-def _median_top_genre_share(plays: pl.DataFrame) -> float:
+def _median_top_genre_share(plays: pl.LazyFrame) -> float:
     """The median, over users with 20 or more plays of a known genre, of the top genre's share."""
     per_genre = plays.drop_nulls(s.GENRE).group_by(s.USER_ID, s.GENRE).len()
     share = per_genre.group_by(s.USER_ID).agg(
         (pl.col("len").max() / pl.col("len").sum()).alias("share"), pl.col("len").sum())
-    return float(share.filter(pl.col("len") >= 20)["share"].median() or float("nan"))
+    return float(share.filter(pl.col("len") >= 20).collect()["share"].median() or float("nan"))
 
 
 def _follow_popularity_lift(
-    plays: pl.DataFrame, creators: pl.Series, follows: pl.DataFrame
+    plays: pl.LazyFrame, creators: pl.Series, follows: pl.DataFrame
 ) -> float:
     """Mean plays of a followed creator (per follow) over the mean plays of a creator."""
-    per_creator = plays.drop_nulls(s.CREATOR_ID).group_by(s.CREATOR_ID).len()
+    per_creator = plays.drop_nulls(s.CREATOR_ID).group_by(s.CREATOR_ID).len().collect()
     every = creators.unique().to_frame().join(per_creator, on=s.CREATOR_ID, how="left")
     every = every.fill_null(0)
     followed = follows.join(every, left_on=s.FOLLOWEE_ID, right_on=s.CREATOR_ID)
@@ -972,16 +977,18 @@ def _median_ms(events: pl.DataFrame, kind: str) -> float | None:
     return events.filter(pl.col(s.KIND) == kind)[s.MS_PLAYED].median()
 
 
-def _top_overlap(plays: pl.DataFrame, top: int, days: int) -> float:
+def _top_overlap(plays: pl.LazyFrame, top: int, days: int) -> float:
     """Jaccard overlap of the `top` most-played tracks of the first and the last `days` days."""
-    if not plays.height:
+    span = plays.select(pl.col(s.TS).min().alias("first"), pl.col(s.TS).max().alias("last"),
+                        pl.len().alias("count")).collect()
+    first, last, count = span.row(0)
+    if not count:
         return float("nan")
-    first, last = plays[s.TS].min(), plays[s.TS].max()
     window = pl.duration(days=days)
     early = plays.filter(pl.col(s.TS) < pl.lit(first) + window)
     late = plays.filter(pl.col(s.TS) > pl.lit(last) - window)
     tops = [set(f.group_by(s.TRACK_ID).len().sort(["len", s.TRACK_ID], descending=[True, False])
-                .head(top)[s.TRACK_ID]) for f in (early, late)]
+                .head(top).collect()[s.TRACK_ID]) for f in (early, late)]
     return len(tops[0] & tops[1]) / max(len(tops[0] | tops[1]), 1)
 
 

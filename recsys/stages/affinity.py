@@ -68,8 +68,15 @@ def affinity_features(
     *,
     moment: datetime,
     cfg: FeaturesConfig,
+    by_track: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """user_id, track_id and the `AFFINITY_FEATURES` of every candidate."""
+    """user_id, track_id and the `AFFINITY_FEATURES` of every candidate.
+
+    `by_track` holds the figures of each track over everyone (`track_figures`): with it,
+    `feedback` may hold only the candidates' users' rows (a partition); None computes them from
+    `feedback`."""
+    if by_track is None:
+        by_track = track_figures(feedback, moment, cfg)
     keys = [s.USER_ID, s.TRACK_ID]
     catalogue = tracks.select(s.TRACK_ID, s.CREATOR_ID, s.GENRE)
     frame = candidates.select(keys).join(catalogue, on=s.TRACK_ID, how="left")
@@ -81,15 +88,22 @@ def affinity_features(
               on=[s.USER_ID, s.GENRE], how="left")
         .join(creator_recency(feedback, catalogue, moment), on=[s.USER_ID, s.CREATOR_ID],
               how="left")
-        .join(skip_rate(feedback, s.TRACK_ID, TRACK_SKIP_RATE), on=s.TRACK_ID, how="left")
+        .join(by_track, on=s.TRACK_ID, how="left")
         .join(skip_rate(feedback, s.USER_ID, USER_SKIP_RATE), on=s.USER_ID, how="left")
-        .join(trend(feedback, moment, cfg), on=s.TRACK_ID, how="left")
         .join(idle_days(feedback, moment), on=s.USER_ID, how="left")
     )
     return frame.select(
         *keys,
         *[pl.col(c).fill_null(0).cast(pl.Float64) if c in ZERO_FILLED
           else pl.col(c).cast(pl.Float64) for c in AFFINITY_FEATURES],
+    )
+
+
+def track_figures(feedback: pl.DataFrame, moment: datetime, cfg: FeaturesConfig) -> pl.DataFrame:
+    """track_id, track_skip_rate, recent_listeners, popularity_trend: the figures of each track
+    over all of `feedback`'s users (computed once per moment from everyone's feedback)."""
+    return skip_rate(feedback, s.TRACK_ID, TRACK_SKIP_RATE).join(
+        trend(feedback, moment, cfg), on=s.TRACK_ID, how="left"
     )
 
 

@@ -113,12 +113,15 @@ def generate_candidates(
     *,
     walked: pl.DataFrame | None = None,
     factored: pl.DataFrame | None = None,
+    track_popularity: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The candidates of `users` and the seed contributions of the similar ones.
 
     `walked` holds the walk source's tracks (user_id, track_id, walk_score, walk_rank) and
     `factored` the ALS source's (user_id, track_id, als_score, als_rank), already without the
-    tracks each user heard; None leaves a source out.
+    tracks each user heard; None leaves a source out. `track_popularity` (track_id,
+    popularity over everyone) lets `feedback` hold only these users' rows, as when users are
+    served in partitions; None computes it from `feedback`.
 
     Returns (candidates, contributions). Candidates hold one row per (user, track) with
     `sources` and, per source, `<source>_score` and `<source>_rank` (null where the source did
@@ -136,7 +139,9 @@ def generate_candidates(
     contributions = steps.join(similar_scored.select(s.USER_ID, s.TRACK_ID),
                                on=[s.USER_ID, s.TRACK_ID], how="semi")
 
-    pop = popularity(feedback).join(tracks.select(s.TRACK_ID, s.GENRE), on=s.TRACK_ID, how="left")
+    if track_popularity is None:
+        track_popularity = popularity(feedback)
+    pop = track_popularity.join(tracks.select(s.TRACK_ID, s.GENRE), on=s.TRACK_ID, how="left")
     in_genre = _popular_in_genre(users_frame, feedback, tracks, pop, heard, cfg)
     overall = _popular(users_frame, pop, heard, cfg)
 

@@ -74,6 +74,7 @@ FEATURES = (
 )
 RANKED_SOURCES = (SIMILAR, WALK, ALS, POPULAR_IN_GENRE, POPULAR)
 
+
 def build_features(
     candidates: pl.DataFrame,
     contributions: pl.DataFrame,
@@ -84,12 +85,23 @@ def build_features(
     moment: datetime,
     cfg: CandidatesConfig,
     features: FeaturesConfig | None = None,
+    track_popularity: pl.DataFrame | None = None,
+    by_track: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Add the feature columns to `candidates` (one row per user and candidate track)."""
+    """Add the feature columns to `candidates` (one row per user and candidate track).
+
+    `track_popularity` (track_id, popularity over everyone) and `by_track` (the per-track
+    figures over everyone, `affinity.track_figures`) let `feedback` hold only the rows of the
+    candidates' users and of the accounts they follow, as when users are served in partitions;
+    None computes them from `feedback`.
+    """
     pair = [s.USER_ID, s.TRACK_ID]
     frame = candidates.join(_seed_features(contributions, feedback, moment, cfg), on=pair,
                             how="left")
-    frame = frame.join(_track_features(feedback, tracks, moment), on=s.TRACK_ID, how="left")
+    if track_popularity is None:
+        track_popularity = popularity(feedback)
+    frame = frame.join(_track_features(track_popularity, tracks, moment), on=s.TRACK_ID,
+                       how="left")
     frame = frame.join(_same_creator(candidates, feedback, tracks), on=pair, how="left")
 
     shares = genre_shares(feedback, tracks)
@@ -103,7 +115,7 @@ def build_features(
     frame = frame.join(history, on=s.USER_ID, how="left")
     frame = frame.join(
         affinity_features(candidates, contributions, feedback, tracks, moment=moment,
-                          cfg=features or FeaturesConfig()),
+                          cfg=features or FeaturesConfig(), by_track=by_track),
         on=[s.USER_ID, s.TRACK_ID], how="left",
     )
 
@@ -130,9 +142,9 @@ def _seed_features(contributions, feedback, moment, cfg) -> pl.DataFrame:
     )
 
 
-def _track_features(feedback, tracks, moment) -> pl.DataFrame:
+def _track_features(track_popularity, tracks, moment) -> pl.DataFrame:
     ages = tracks.select(s.TRACK_ID, days_before(moment, s.CREATED_AT).alias(TRACK_AGE_DAYS))
-    return ages.join(popularity(feedback), on=s.TRACK_ID, how="left")
+    return ages.join(track_popularity, on=s.TRACK_ID, how="left")
 
 
 def _same_creator(candidates, feedback, tracks) -> pl.DataFrame:

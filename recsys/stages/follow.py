@@ -233,6 +233,9 @@ def co_listened(
 ) -> tuple[pl.DataFrame, Expansion]:
     """Creators that the listeners of the user's creators also play, weighted by the user's
     share of strength in each creator; creators the user played are left out."""
+    # In a fixed order, so that each user's shares sum alike whatever order the feedback
+    # came in (one pass, or partitions).
+    by_creator = by_creator.sort(s.USER_ID, s.CREATOR_ID)
     pairs = by_creator.select(
         s.USER_ID, pl.col(s.CREATOR_ID).alias(s.TRACK_ID), LAST_TS
     )

@@ -168,7 +168,7 @@ def walk(
             WALK_RANK: np.broadcast_to(np.arange(1, track.shape[1] + 1), track.shape)[found],
         }
     )
-    log.info(
+    log.debug(
         "walks: %s users, %s steps, %s visited tracks kept in %.1f s",
         f"{seeds.shape[0]:,}", f"{int(steps.sum()):,}", f"{visited.height:,}",
         time.perf_counter() - started,
