@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys import schema as s
-from recsys.config import Config
+from recsys.config import Config, config_from
 from recsys.follow_batch import View, follow_tables, window_protocol
 from recsys.io.dataset import read_dataset
 from recsys.io.importers import HETREC, import_dataset
@@ -64,7 +64,7 @@ def head_share(lists: pl.DataFrame, follows: pl.DataFrame, k: int = 10) -> float
 
 
 def run_variant(dataset: str, data, name: str, settings: dict) -> dict:
-    cfg = Config.model_validate({"follow": settings})
+    cfg = config_from({"follow": settings})
     started = time.perf_counter()
     tables = follow_tables(data, default_as_of(data.events), cfg)
     seconds = time.perf_counter() - started
@@ -98,7 +98,7 @@ def damping(data) -> None:
     print("| similarity | recall@10 | ndcg@10 | slots to the 1% most followed |")
     print("|---|---|---|---|")
     for name, settings in DAMPING.items():
-        cfg = Config.model_validate({"follow": {"similarity": settings}}).follow
+        cfg = config_from({"follow": {"similarity": settings}}).follow
         lists, _ = fl.co_followed(test.view.follows, users, cfg, moment=test.view.moment)
         scored = ranking_metrics(lists, test.targets)
         print(f"| {name} | {scored['recall']:.3f} | {scored['ndcg']:.3f} | "

@@ -102,7 +102,7 @@ def run_child(mode: str, *args: str) -> None:
     """In the child: generate, read (the reference) or run the batch; print JSON last."""
     import logging
 
-    from recsys.config import Config
+    from recsys.config import config_from
     from recsys.memory import peak_mb
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stderr)
@@ -111,7 +111,7 @@ def run_child(mode: str, *args: str) -> None:
         from recsys.io.generate import generate
 
         folder, users, tracks = args
-        config = Config.model_validate({"generator": {"events_per_user": EVENTS_PER_USER}})
+        config = config_from({"generator": {"events_per_user": EVENTS_PER_USER}})
         summary = generate(folder, users=int(users), tracks=int(tracks), seed=SEED,
                            config=config.generator)
         result = {"events": summary["events"]}
@@ -126,7 +126,7 @@ def run_child(mode: str, *args: str) -> None:
         from recsys.pipeline import run_batch
 
         data, store = args
-        run = run_batch(data, store, cfg=Config.model_validate(SETTINGS))
+        run = run_batch(data, store, cfg=config_from(SETTINGS))
         result = {"stages": run.stages, "summary": {
             k: run.summary[k] for k in ("users", "events", "recommendations", "seconds",
                                         "peak_memory_mb", "ndcg_ranker", "ndcg_users")}}

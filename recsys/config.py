@@ -19,7 +19,9 @@ from recsys.errors import ConfigError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a TOML string, boolean or float where another type is due is an error, not a
+    # value converted in silence (`n = true` is not 1); an integer may stand for a float.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class FeedbackConfig(_Section):
@@ -345,12 +347,32 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: no such config file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return config_from(data, path)
+
+
+def config_from(data: dict, source: str | Path = "config") -> Config:
+    """The config in `data` (sections of keys, as a TOML file holds them); a ConfigError
+    naming `source`, the key and the rule when it breaks one."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(_tuples(data))
     except ValidationError as exc:
-        lines = [
-            f"{path}: [{'.'.join(str(p) for p in err['loc'])}] {err['msg']}"
-            f" (seen: {err.get('input')!r})"
-            for err in exc.errors()
-        ]
-        raise ConfigError("\n".join(lines)) from exc
+        raise ConfigError("\n".join(_problem(source, err) for err in exc.errors())) from exc
+
+
+def _tuples(value):
+    """The TOML document with its arrays as tuples, the type the config's lists have."""
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(item) for item in value)
+    return value
+
+
+def _problem(path: str | Path, err: dict) -> str:
+    """One line per broken rule: the file, the key, what is wrong and the value seen."""
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{path}: [{key}] unknown key; see the README's configuration for the known ones"
+    if err["type"] == "model_type":
+        return f"{path}: [{key}] must be a section of keys, not a value (seen: {err['input']!r})"
+    return f"{path}: [{key}] {err['msg']} (seen: {err.get('input')!r})"

@@ -47,7 +47,7 @@ from recsys.stages.feedback import events_before, feedback
 from recsys.stages.labels import LABEL, LABEL_POSITIVE, labels
 from recsys.stages.ranker import CUT, SCORE, TrainedRanker, ndcg_at, train_ranker
 from recsys.stages.similarity import similar_tracks
-from recsys.store import RunWriter, new_run_id, prune_runs, record_run
+from recsys.store import RunWriter, new_run_id, prune_runs, read_registry, record_run
 
 log = logging.getLogger(__name__)
 
@@ -639,6 +639,10 @@ def run_batch(
         writer = RunWriter(store, run_id)
         outcome = fit_ranker(data, as_of, cfg, stage)
         served = serve(data, as_of, outcome.ranker, cfg, stage, writer)
+        if served.recommendations == 0:
+            raise RunError("no user got a recommendation: the events before "
+                           f"{as_of.isoformat()} hold no play, like or repost; check the input "
+                           "or --as-of")
         tables = served.tables
         started = stage.start()
         tables.update(follow_batch.follow_tables(data, as_of, cfg))
@@ -661,6 +665,7 @@ def run_batch(
         summary["peak_memory_mb"] = round(stage.peak_mb, 1)
         writer.write("stages", pl.DataFrame(stage.rows))
         writer.write("runs", pl.DataFrame([summary]))
+        replaced = _current_as_of(store)
         path = writer.publish()
     except BaseException as exc:
         if writer is not None:
@@ -668,16 +673,21 @@ def run_batch(
         entry.update(status="failed", error=str(exc) or type(exc).__name__,
                      finished_at=datetime.now(timezone.utc).isoformat())
         record_run(store, entry)
-        if isinstance(exc, RecsysError) or not isinstance(exc, Exception):
+        if (isinstance(exc, RecsysError) and not isinstance(exc, RunError)) or not isinstance(
+                exc, Exception):
             raise
         # Anything else is a run that could not complete (exit code 4), not a usage or data
         # error; the traceback goes to the DEBUG log.
         log.debug("run %s failed", run_id, exc_info=exc)
         done = stage.rows[-1]["stage"] if stage.rows else "none"
+        cause = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
         raise RunError(
-            f"run {run_id} failed after stage {done!r}: {type(exc).__name__}: {exc}; the "
-            f"current run is unchanged (--verbose shows the traceback)"
+            f"run {run_id} failed after stage {done!r}: {cause}; the current run is unchanged "
+            "(`recsys --verbose run ...` shows the traceback)"
         ) from exc
+    if replaced is not None and as_of < replaced:
+        log.warning("run %s is as of %s, before the run it replaced as current (as of %s); "
+                    "`recsys runs` lists both", run_id, as_of.isoformat(), replaced.isoformat())
     entry.update(status="published", finished_at=datetime.now(timezone.utc).isoformat(),
                  stages=stage.rows,
                  counts={k: summary[k] for k in ("users", "tracks", "events", "recommendations")})
@@ -686,6 +696,15 @@ def run_batch(
     log.info("run %s published: %s recommendations, peak memory %.0f MB",
              run_id, f"{summary['recommendations']:,}", summary["peak_memory_mb"])
     return RunResult(run_id, path, summary, stage.rows)
+
+
+def _current_as_of(store: Path) -> datetime | None:
+    """The as-of time of the store's current run, None without one."""
+    registry = read_registry(store)
+    for entry in registry["runs"]:
+        if entry["id"] == registry["current"]:
+            return datetime.fromisoformat(entry["as_of"])
+    return None
 
 
 def _summary(entry, data, served, outcome, as_of, cfg) -> dict:

@@ -19,7 +19,6 @@ follows.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -120,7 +119,7 @@ def load_stored_run(con: duckdb.DuckDBPyConnection) -> StoredRun:
 
 def run_config(config_json: str) -> Config:
     """The typed config of a run from its stored JSON."""
-    return Config.model_validate(json.loads(config_json))
+    return Config.model_validate_json(config_json)
 
 
 def input_follows(folder: str | Path, as_of: datetime) -> tuple[pl.DataFrame, tuple[str, ...]]:
@@ -141,7 +140,8 @@ def with_settings(
     data = cfg.model_dump()
     data["similarity"].update(similarity or {})
     data["curation"].update(curation or {})
-    return Config.model_validate(data)
+    # The widgets give numbers of the right kind already; lax, as a slider's 5.0 is a 5.
+    return Config.model_validate(data, strict=False)
 
 
 def sample_users(recommendations: pl.DataFrame, size: int, *, seed: int = 0) -> pl.Series:

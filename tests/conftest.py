@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.config import Config
+from recsys.config import Config, config_from
 from recsys.pipeline import run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def evaluated_store(small_data, tmp_path_factory) -> Path:
     from recsys.sweep import run_sweep
 
     store = tmp_path_factory.mktemp("evaluated_store")
-    cfg = Config.model_validate(SMALL_CONFIG)
+    cfg = config_from(SMALL_CONFIG)
     run_batch(small_data, store, cfg=cfg)
     run_evaluation(small_data, store, cfg=cfg)
     run_sweep(small_data, store, cfg=cfg)

@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys import baselines as bl
 from recsys import schema as s
-from recsys.config import Config
+from recsys.config import Config, config_from
 from recsys.stages import candidates as cand
 from recsys.stages import walks
 from recsys.stages.feedback import feedback
@@ -38,7 +38,7 @@ def as_lists(frame: pl.DataFrame) -> dict[str, list[str]]:
 
 
 def config(**evaluation) -> Config:
-    return Config.model_validate({"evaluation": evaluation,
+    return config_from({"evaluation": evaluation,
                                   "similarity": {"min_co_count": 1}})
 
 

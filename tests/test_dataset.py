@@ -51,6 +51,9 @@ def _error(tmp_path: Path, events: str, tracks: str = TRACKS) -> str:
         ("u1,t1,play,2024-01-01,ten,1\n",
          "events.csv: column 'ms_played': wrong type, expected an integer: 1 row breaks it "
          "(row 1: 'ten')"),
+        ("u1,t1,play,2024-01-01,,1000000001\n",
+         "events.csv: column 'count': must be at most 1,000,000,000: 1 row breaks it "
+         "(row 1: '1000000001')"),
         ("u1,t1,play,2024-01-01,,1\nu1,t9,play,2024-01-01,,1\n",
          "events.csv: column 'track_id': track not in tracks: 1 row breaks it (row 2: 't9')"),
     ],
@@ -72,6 +75,15 @@ def test_missing_column_and_negative_duration(tmp_path):
 def test_duplicate_track_ids(tmp_path):
     message = _error(tmp_path, HEADER + "u1,t1,play,2024-01-01,,1\n", "track_id\nt1\nt1\n")
     assert "tracks.csv: column 'track_id': must be unique: 2 rows break it" in message
+
+
+def test_duplicate_user_ids(tmp_path):
+    folder = _folder(tmp_path, HEADER + "u1,t1,play,2024-01-01,,1\n")
+    (folder / "users.csv").write_text("user_id,name\nu1,Ann\nu2,Bo\nu1,Another Ann\n")
+    with pytest.raises(DataError) as info:
+        read_dataset(folder)
+    assert ("users.csv: column 'user_id': must be unique: 2 rows break it (row 1: 'u1', "
+            "row 3: 'u1'); keep one row per user") in str(info.value)
 
 
 def test_timestamps_become_utc_and_duplicates_are_dropped(tmp_path):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from recsys import schema as s
 from recsys.cli import app
-from recsys.config import Config
+from recsys.config import Config, config_from
 from recsys.errors import RunError, UsageError
 from recsys.io.dataset import Dataset
 from recsys.offline import first_cut, label_window, plan_cuts, run_models
@@ -38,7 +38,7 @@ def dataset(ev: pl.DataFrame, catalogue: pl.DataFrame | None = None) -> Dataset:
 
 
 def windows_config(days: float, **evaluation) -> Config:
-    return Config.model_validate({"labels": {"window_days": days}, "evaluation": evaluation})
+    return config_from({"labels": {"window_days": days}, "evaluation": evaluation})
 
 
 def test_a_window_scores_users_with_history_and_a_new_positive_and_counts_the_others():
@@ -125,7 +125,7 @@ def _future_world(seed: int, *, late_hit: bool) -> Dataset:
 
 
 def test_no_model_at_a_cut_sees_what_happens_after_it():
-    cfg = Config.model_validate({**SMALL_CONFIG, "labels": {"window_days": 10},
+    cfg = config_from({**SMALL_CONFIG, "labels": {"window_days": 10},
                                  "evaluation": {**SMALL_CONFIG["evaluation"], "min_users": 1,
                                                 "max_cuts": 1, "ease_min_listeners": 1,
                                                 "faithfulness_sample": 0},
@@ -315,7 +315,7 @@ def test_the_file_holds_the_faithfulness_of_the_latest_cut(evaluation_file):
 def test_settings_are_tuned_before_every_cut_or_once_before_the_earliest(each_cut):
     data = dataset(rolling_log(5), tracks([(f"t{i}", "c", "g") for i in range(4)]
                                           + [(f"n{w}", "c", "g") for w in range(1, 5)]))
-    cfg = Config.model_validate({
+    cfg = config_from({
         "labels": {"window_days": 10}, "similarity": {"min_co_count": 1},
         "evaluation": {"min_users": 3, "models": ["similarity:cooccurrence"],
                        "similarity_k": [5, 1], "tune_each_cut": each_cut},

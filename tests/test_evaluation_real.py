@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from recsys import schema as s
-from recsys.config import Config
+from recsys.config import config_from
 from recsys.io.dataset import read_dataset
 from recsys.io.importers import import_dataset
 from recsys.offline import first_cut, metrics_table, plan_cuts, run_models
@@ -21,7 +21,7 @@ def test_movielens_cuts_score_the_users_the_ratings_say(tmp_path):
     import_dataset("movielens", real_dataset("ml-latest-small"), tmp_path / "ml")
     data = read_dataset(tmp_path / "ml")
     # KPI plays: every positive has gain 1, as in the binary NDCG of `_ndcg`.
-    cfg = Config.model_validate({"evaluation": {"max_cuts": 3, "min_users": 1000,
+    cfg = config_from({"evaluation": {"max_cuts": 3, "min_users": 1000,
                                                 "models": ["most_popular"]},
                                  "labels": {"kpi": "plays"}})
     cuts = plan_cuts(data, first_cut(data, None, cfg), cfg)

@@ -12,7 +12,7 @@ import pytest
 from helpers import day, events, tracks
 
 from recsys import schema as s
-from recsys.config import Config, FollowConfig, SimilarityConfig
+from recsys.config import Config, FollowConfig, SimilarityConfig, config_from
 from recsys.follow_batch import View, candidates, follow_tables, serve, window_protocol
 from recsys.io.dataset import Dataset
 from recsys.stages import follow as fl
@@ -141,7 +141,7 @@ def _tiny_dataset(edges: pl.DataFrame) -> Dataset:
 def test_nobody_is_offered_themselves_or_an_account_they_follow():
     edges = follows([("u", "X"), ("v", "X"), ("v", "u"), ("w", "X"), ("w", "u")])
     data = _tiny_dataset(edges)
-    cfg = Config.model_validate({"follow": {"similarity": {"min_co_count": 1},
+    cfg = config_from({"follow": {"similarity": {"min_co_count": 1},
                                             "factor_choices": [2]}})
     view = View(day(5), edges, feedback(data.events, cfg.feedback))
     everyone = users("u", "v", "w", "X", "Z")
@@ -278,7 +278,7 @@ def test_the_window_protocol_scores_later_follows_of_users_active_before():
     ev = events([("a", "t", "play", 1), ("b", "t", "play", 15), ("n", "t", "play", 21)])
     data = Dataset(events=ev, tracks=tracks([("t", "X", "rock")]),
                    users=s.empty_frame(s.USERS), follows=edges)
-    cfg = Config.model_validate({"follow": {"window_days": 10}})
+    cfg = config_from({"follow": {"window_days": 10}})
     served = View(day(30), edges, feedback(ev, cfg.feedback))
     protocol = window_protocol(data, served, cfg)
 

@@ -14,7 +14,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from recsys import schema as s
-from recsys.config import Config, FollowConfig
+from recsys.config import Config, FollowConfig, config_from
 from recsys.errors import RunError
 from recsys.stages import follow_als as als
 from recsys.stages.feedback import feedback
@@ -177,8 +177,8 @@ def test_bays_are_compared_with_the_global_model(tmp_path):
     data = read_dataset(tmp_path / "data")
     as_of = default_as_of(data.events)
     settings = {"factor_choices": [4, 8], "min_bay_users": 20}
-    plain = follow_tables(data, as_of, Config.model_validate({"follow": settings}))
-    bays = follow_tables(data, as_of, Config.model_validate(
+    plain = follow_tables(data, as_of, config_from({"follow": settings}))
+    bays = follow_tables(data, as_of, config_from(
         {"follow": settings | {"bays": "genre"}}))
 
     validation = bays["follow_als_validation"]

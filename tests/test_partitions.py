@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from recsys import partitions
-from recsys.config import Config
+from recsys.config import Config, config_from
 from recsys.io.dataset import read_dataset
 from recsys.io.generate import generate
 from recsys.pipeline import labelled_rows, run_batch
@@ -57,7 +57,7 @@ def differences(path_a: Path, path_b: Path, table: str) -> tuple[int, int, int]:
 def test_a_run_over_partitions_writes_the_same_tables_as_one_pass(sample_store, tmp_path):
     users = read_dataset(SAMPLE_DATA).users.height
     assert Config().batch.partition_users >= users  # the sample store is one partition
-    cfg = Config.model_validate({"batch": {"partition_users": 700}})
+    cfg = config_from({"batch": {"partition_users": 700}})
     result = run_batch(SAMPLE_DATA, tmp_path / "store", cfg=cfg)
 
     one_pass = (sample_store / CURRENT).resolve()
@@ -129,7 +129,7 @@ def test_recall_and_curator_effects_add_up_over_partitions():
 
 
 def test_shap_values_for_a_share_of_users(small_data, tmp_path):
-    cfg = Config.model_validate({"recommend": {"shap_share": 0.25},
+    cfg = config_from({"recommend": {"shap_share": 0.25},
                                  "batch": {"partition_users": 150}})
     result = run_batch(small_data, tmp_path / "store", cfg=cfg)
     with duckdb.connect(str(result.path), read_only=True) as con:
@@ -156,7 +156,7 @@ def test_training_rows_of_a_sample_of_the_labelled_users(small_data):
     data = read_dataset(small_data)
     end = data.events["ts"].max()
     cut = end - timedelta(days=28)
-    cfg = Config.model_validate({"ranker": {"training_users": 40},
+    cfg = config_from({"ranker": {"training_users": 40},
                                  "batch": {"partition_users": 15}})
     rows, recall = labelled_rows(data, cut, end, cfg)
 
@@ -176,7 +176,7 @@ def test_the_inspector_computes_shap_for_a_user_outside_the_batchs_share(
 ):
     from test_app import open_page
 
-    cfg = Config.model_validate({"recommend": {"shap_share": 0.25}})
+    cfg = config_from({"recommend": {"shap_share": 0.25}})
     result = run_batch(small_data, tmp_path / "store", cfg=cfg)
     with duckdb.connect(str(result.path), read_only=True) as con:
         [(user_id,)] = con.sql("""SELECT min(user_id) FROM recommendations

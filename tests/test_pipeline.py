@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys.cli import app
-from recsys.config import Config
+from recsys.config import Config, config_from
 from recsys.io.importers import import_dataset
 from recsys.pipeline import run_batch
 from recsys.store import CURRENT
@@ -110,7 +110,7 @@ def test_hetrec_import_end_to_end(tmp_path):
     data = tmp_path / "hetrec"
     import_dataset("lastfm-hetrec", real_dataset("hetrec2011-lastfm-2k"), data)
     store = tmp_path / "store"
-    run_batch(data, store, cfg=Config.model_validate({"labels": {"kpi": "likes"}}))
+    run_batch(data, store, cfg=config_from({"labels": {"kpi": "likes"}}))
     check_run(store, 10)
 
     # recommend on a real user: user 2's first recommendation, as the store has it.
@@ -137,7 +137,7 @@ def test_a_run_without_training_labels_serves_the_candidate_order(tmp_path):
                    "users": s.empty_frame(s.USERS), "follows": s.empty_frame(s.FOLLOWS)},
                   tmp_path / "data")
     store = tmp_path / "store"
-    cfg = Config.model_validate({"similarity": {"min_co_count": 1}})
+    cfg = config_from({"similarity": {"min_co_count": 1}})
     run_batch(tmp_path / "data", store, cfg=cfg)
     run = _read(store, "SELECT ranker_status, expected_value FROM runs").row(0, named=True)
     assert run["ranker_status"].startswith("skipped")

@@ -197,3 +197,40 @@ def test_runs_page_compares_the_two_latest_runs(two_runs, monkeypatch):
     [bars] = json.loads(chart.proto.spec)["data"]
     assert sum(bars["y"]) == len(both)
     assert bars["y"][-1] == sum(j == 1 for j in jaccard)
+
+
+def _tiny(folder: Path, kinds: dict[str, str]) -> Path:
+    """A dataset of three tracks and one event per (user, day) row of `kinds`."""
+    folder.mkdir(parents=True)
+    (folder / "tracks.csv").write_text("track_id,title,creator_id,genre\n"
+                                       "t1,One,c1,rock\nt2,Two,c1,rock\nt3,Three,c2,jazz\n")
+    rows = [f"{user},t{1 + i % 3},{kind},2026-06-{1 + i:02d}T00:00:00Z"
+            for i, (user, kind) in enumerate(kinds.items())]
+    (folder / "events.csv").write_text("user_id,track_id,kind,ts\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_a_run_that_recommends_nothing_fails_and_leaves_the_current_run(tmp_path):
+    store = tmp_path / "store"
+    good = _tiny(tmp_path / "good", {f"u{i}": "play" for i in range(6)})
+    first = run_batch(good, store, cfg=Config()).run_id
+    skips = _tiny(tmp_path / "skips", {"u1": "skip"})
+    result = CliRunner().invoke(app, ["run", str(skips), "--store", str(store)])
+    assert result.exit_code == 4
+    message = " ".join(result.output.split())
+    assert "failed after stage 'bias': no user got a recommendation" in message
+    assert "the current run is unchanged" in message
+    assert current_run_id(store) == first
+    failed = read_registry(store)["runs"][-1]
+    assert failed["status"] == "failed" and "no user got a recommendation" in failed["error"]
+
+
+def test_a_backfill_older_than_the_current_run_says_so(tmp_path, caplog):
+    store = tmp_path / "store"
+    data = _tiny(tmp_path / "data", {f"u{i}": "play" for i in range(6)})
+    newer = datetime(2026, 6, 10, tzinfo=timezone.utc)
+    run_batch(data, store, cfg=Config(), as_of=newer)
+    older = run_batch(data, store, cfg=Config(), as_of=datetime(2026, 6, 5, tzinfo=timezone.utc))
+    assert current_run_id(store) == older.run_id
+    assert (f"run {older.run_id} is as of 2026-06-05T00:00:00+00:00, before the run it replaced "
+            "as current (as of 2026-06-10T00:00:00+00:00)") in caplog.text

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from recsys import shap_on_demand
 from recsys.cli import app
-from recsys.config import Config, GeneratorConfig
+from recsys.config import Config, GeneratorConfig, config_from
 from recsys.io.generate import generate
 from recsys.pipeline import run_batch
 from recsys.stages import explain
@@ -34,7 +34,7 @@ def share_store(tmp_path_factory):
     """A run on 600 generated users whose SHAP the batch stores for a share of 0.3."""
     folder = tmp_path_factory.mktemp("shap_share")
     generate(folder / "data", users=600, tracks=500, seed=1, config=GeneratorConfig())
-    cfg = Config.model_validate({"recommend": {"shap_share": SHARE, "shap_seed": SEED}})
+    cfg = config_from({"recommend": {"shap_share": SHARE, "shap_seed": SEED}})
     run_batch(folder / "data", folder / "store", cfg=cfg)
     return folder / "store"
 
@@ -152,7 +152,7 @@ def test_inspector_shows_shap_for_a_user_whose_shap_the_batch_did_not_store(
 def test_a_run_with_no_shap_share_stores_the_expected_value_and_no_shap(tmp_path):
     # A share of 0: no SHAP row in the batch, yet the expected value (the model's) is stored.
     generate(tmp_path / "data", users=300, tracks=300, seed=2, config=GeneratorConfig())
-    cfg = Config.model_validate({"recommend": {"shap_share": 0.0}})
+    cfg = config_from({"recommend": {"shap_share": 0.0}})
     run_batch(tmp_path / "data", tmp_path / "store", cfg=cfg)
     with duckdb.connect(str(tmp_path / "store" / "current.duckdb"), read_only=True) as con:
         [(status, expected)] = con.sql("SELECT ranker_status, expected_value FROM runs").fetchall()

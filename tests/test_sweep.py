@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from recsys import baselines as bl
 from recsys import schema as s
 from recsys.cli import app
-from recsys.config import Config
+from recsys.config import config_from
 from recsys.results import SWEEPS, latest, result_files
 from recsys.stages.feedback import events_before, feedback
 from recsys.sweep import settings, setting_label
@@ -23,7 +23,7 @@ from test_evaluation import _ndcg, _reference_positives
 
 
 def test_the_settings_are_every_measure_then_each_beta_and_b_once():
-    cfg = Config.model_validate({"sweep": {"betas": [0.0, 0.5, 1.0], "bm25_b": [0.75, 0.2]}})
+    cfg = config_from({"sweep": {"betas": [0.0, 0.5, 1.0], "bm25_b": [0.75, 0.2]}})
     assert [setting_label(sim) for sim in settings(cfg)] == [
         "cooccurrence", "cosine", "jaccard", "lift", "bm25 k1=1.2 b=0.75", "rp3beta beta=0.5",
         "rp3beta beta=0", "rp3beta beta=1", "bm25 k1=1.2 b=0.2",
@@ -45,7 +45,7 @@ def _gini(values: np.ndarray) -> float:
 
 def test_a_point_is_the_ndcg_and_gini_of_the_samples_lists(sweep_file, small_data):
     summary, points = sweep_file
-    cfg = Config.model_validate(SMALL_CONFIG)
+    cfg = config_from(SMALL_CONFIG)
     start = summary["as_of"].astimezone(timezone.utc)
     events = pl.read_parquet(small_data / "events.parquet")
     fb = feedback(events_before(events, start), cfg.feedback)
@@ -112,7 +112,7 @@ def test_the_sweep_stacks_the_evaluations_cuts(tmp_path):
     catalogue = tracks([(f"t{i}", "c", "g") for i in range(4)]
                        + [(f"n{w}", "c", "g") for w in range(1, 5)])
     write_dataset({"events": rolling_log(5), "tracks": catalogue}, tmp_path / "data")
-    cfg = Config.model_validate({"labels": {"window_days": 10}, "evaluation": {"min_users": 3},
+    cfg = config_from({"labels": {"window_days": 10}, "evaluation": {"min_users": 3},
                                  "sweep": {"betas": [], "bm25_b": []}})
     result = run_sweep(tmp_path / "data", tmp_path / "store", cfg=cfg)
     # One user scored a window, three windows back from day 35 (the last event is on day 45).

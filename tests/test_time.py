@@ -7,7 +7,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from recsys import schema as s
-from recsys.config import Config
+from recsys.config import Config, config_from
 from recsys.io.dataset import Dataset
 from recsys.pipeline import StageLog, fit_ranker, labelled_rows, take_snapshot
 from recsys.stages.features import FEATURES
@@ -124,7 +124,7 @@ def test_the_ranker_scored_on_the_validation_window_never_saw_it():
     data = [Dataset(events=pl.concat([past, _listening(seed, 80, 100, 500)]), tracks=catalogue,
                     users=s.empty_frame(s.USERS), follows=s.empty_frame(s.FOLLOWS))
             for seed in (1, 2)]
-    cfg = Config.model_validate({
+    cfg = config_from({
         "labels": {"window_days": 20},
         "ranker": {"training_cuts": 2, "min_data_in_leaf": 5, "num_trees": 30},
     })

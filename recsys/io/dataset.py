@@ -40,6 +40,13 @@ TIMESTAMP_FORMATS = (
 )
 
 
+# The largest `count` of one event row: far above any real play count, far below the sums
+# that would overflow a 64-bit integer.
+MAX_COUNT = 1_000_000_000
+# The tables whose id must be unique, and what one row stands for.
+UNIQUE_KEYS = {s.TRACKS: (s.TRACK_ID, "track"), s.USERS: (s.USER_ID, "user")}
+
+
 class _Events(dy.Schema):
     _row = dy.UInt32(nullable=False)
     user_id = dy.String(nullable=False, min_length=1)
@@ -47,7 +54,7 @@ class _Events(dy.Schema):
     kind = dy.Enum(s.EVENT_KINDS, nullable=False)
     ts = dy.Datetime(nullable=False, time_zone="UTC")
     ms_played = dy.Int64(nullable=True, min=0)
-    count = dy.Int64(nullable=False, min=0)
+    count = dy.Int64(nullable=False, min=0, max=MAX_COUNT)
 
 
 class _Tracks(dy.Schema):
@@ -84,6 +91,7 @@ RULE_TEXT = {
     "nullability": ("must not be empty", "fill it in or drop those rows"),
     "min_length": ("must not be empty", "fill it in or drop those rows"),
     "min": ("must be 0 or more", "fix or drop those rows"),
+    "max": (f"must be at most {MAX_COUNT:,}", "fix or drop those rows"),
     "dtype": ("has a value of the wrong type", "fix those values"),
 }
 # Rules that a value failing its type cast would break again once it is null.
@@ -395,11 +403,12 @@ def _normalize(
         if v is not None and c in frame.columns
     )
     problems.extend(_rule_problems(table, name, cast, lost, missing))
-    if table == s.TRACKS:
-        dup = cast.filter(pl.col(s.TRACK_ID).is_not_null() & pl.col(s.TRACK_ID).is_duplicated())
+    if table in UNIQUE_KEYS:
+        key, what = UNIQUE_KEYS[table]
+        dup = cast.filter(pl.col(key).is_not_null() & pl.col(key).is_duplicated())
         if dup.height:
-            problems.append(Problem(name, s.TRACK_ID, "must be unique", dup.height,
-                                    _examples(dup, s.TRACK_ID), "keep one row per track"))
+            problems.append(Problem(name, key, "must be unique", dup.height,
+                                    _examples(dup, key), f"keep one row per {what}"))
     return _Checked(cast, missing)
 
 
