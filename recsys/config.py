@@ -239,6 +239,11 @@ class FollowConfig(_Section):
     similarity: SimilarityConfig = SimilarityConfig()
     # Circle of trust: personalized PageRank from the user; the chance of a jump back to them.
     trust_restart: float = Field(0.3, gt=0, lt=1)
+    # Up to this many accounts the PageRank is exact (power iteration over dense blocks of
+    # users, whose cost grows with accounts x users); a larger graph is walked (Monte Carlo,
+    # `trust_walks` walks per user), whose cost grows with the users alone.
+    trust_exact_accounts: int = Field(10_000, ge=0)
+    trust_walks: int = Field(1000, ge=1, description="walks per user on a larger graph")
     # ALS's user-to-creator affinity: "weighted" sums the weighted listens, likes and reposts
     # of a creator's tracks (log-scaled); "classification" is 1 where the signed sum (skips
     # count against) is positive, and no entry otherwise.

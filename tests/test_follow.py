@@ -195,6 +195,33 @@ def test_personalized_pagerank_matches_networkx():
                                                     abs=2e-6)
 
 
+def test_the_walked_circle_of_trust_estimates_the_exact_one():
+    # Above `trust_exact_accounts` the PageRank is walked; with many walks its scores are the
+    # exact ones to within sampling noise, and the best accounts the same.
+    rng = np.random.default_rng(5)
+    pairs = {(f"n{a}", f"n{b}") for a, b in rng.integers(0, 40, (160, 2)) if a != b}
+    edges = follows(sorted(pairs))
+    who = users("n0", "n7", "n11")
+    exact = fl.trust(edges, who, FollowConfig(per_source=5))
+    walked = fl.trust(edges, who, FollowConfig(per_source=5, trust_exact_accounts=0,
+                                               trust_walks=200_000))
+    joined = exact.join(walked, on=[s.USER_ID, s.FOLLOWEE_ID], how="left", suffix="_walked")
+    assert walked.height == exact.height == 15
+    assert joined[fl.SCORE].to_list() == pytest.approx(joined[f"{fl.SCORE}_walked"].to_list(),
+                                                       abs=3e-3)
+    for user in ("n0", "n7", "n11"):
+        best = exact.filter(pl.col(s.USER_ID) == user).row(0, named=True)
+        top = walked.filter(pl.col(s.USER_ID) == user).row(0, named=True)
+        assert top[s.FOLLOWEE_ID] == best[s.FOLLOWEE_ID]
+    # Never the user or whom they follow; the same user gets the same list when served alone.
+    followed = set(edges.select(s.FOLLOWER_ID, s.FOLLOWEE_ID).iter_rows())
+    assert not any((u, a) in followed or u == a
+                   for u, a in walked.select(s.USER_ID, s.FOLLOWEE_ID).iter_rows())
+    alone = fl.trust(edges, users("n7"), FollowConfig(per_source=5, trust_exact_accounts=0,
+                                                      trust_walks=200_000))
+    assert alone.equals(walked.filter(pl.col(s.USER_ID) == "n7"))
+
+
 def test_most_followed_is_the_same_list_minus_what_each_user_follows():
     edges = follows([("a", "P"), ("b", "P"), ("c", "P"), ("a", "Q"), ("b", "Q"), ("c", "R")])
     top = fl.most_followed(edges, users("a", "z"), FollowConfig(per_source=2))
