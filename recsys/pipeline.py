@@ -47,7 +47,7 @@ from recsys.stages.feedback import events_before, feedback
 from recsys.stages.labels import LABEL, LABEL_POSITIVE, labels
 from recsys.stages.ranker import CUT, SCORE, TrainedRanker, ndcg_at, train_ranker
 from recsys.stages.similarity import similar_tracks
-from recsys.store import RunWriter, new_run_id, prune_runs, record_run
+from recsys.store import RunWriter, new_run_id, prune_runs, read_registry, record_run
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,15 @@ def default_as_of(events: pl.DataFrame) -> datetime:
     if events.height == 0:
         return datetime.now(timezone.utc)
     return events[s.TS].max() + timedelta(seconds=1)
+
+
+def check_as_of(events: pl.DataFrame, as_of: datetime) -> None:
+    """Raise UsageError unless some event comes before `as_of`: with none, there is nothing
+    to learn from."""
+    first = events[s.TS].min()
+    if first is None or first >= as_of:
+        raise UsageError(f"--as-of {as_of.isoformat()} is not after any event (the first is "
+                         f"{first.isoformat() if first else 'missing'}); choose a later time")
 
 
 def take_snapshot(data: Dataset, moment: datetime, users: pl.Series, cfg: Config) -> Snapshot:
@@ -616,15 +625,13 @@ def run_batch(
     started_at = datetime.now(timezone.utc)
     stage = StageLog(progress, total=11)
 
+    read_registry(store)  # a registry that cannot be read stops the run before any work
     started = stage.start()
     data = read_dataset(data_dir)
     stage("validate", started, events=data.events.height, tracks=data.tracks.height)
     as_of = as_of or default_as_of(data.events)
-    first = data.events[s.TS].min()
-    if first is None or first >= as_of:
-        # An empty run would replace the current one and take every user's list away.
-        raise UsageError(f"--as-of {as_of.isoformat()} is not after any event (the first is "
-                         f"{first.isoformat() if first else 'missing'}); choose a later time")
+    # An empty run would replace the current one and take every user's list away.
+    check_as_of(data.events, as_of)
 
     run_id = new_run_id(started_at)
     entry = {

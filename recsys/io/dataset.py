@@ -180,6 +180,8 @@ def read_dataset(folder: str | Path) -> Dataset:
     """Read, normalize and check the dataset in `folder`; raise DataError listing every problem."""
     folder = Path(folder)
     if not folder.is_dir():
+        if folder.exists():
+            raise UsageError(f"{folder} is a file, not a dataset folder")
         raise UsageError(f"{folder}: no such dataset folder")
 
     # Every check runs, whatever an earlier one found, so that one run lists every problem.
