@@ -683,7 +683,7 @@ def run_batch(
         done = stage.rows[-1]["stage"] if stage.rows else "none"
         raise RunError(
             f"run {run_id} failed after stage {done!r}: {type(exc).__name__}: {exc}; the "
-            f"current run is unchanged (--verbose shows the traceback)"
+            f"current run is unchanged (`recsys --verbose run ...` shows the traceback)"
         ) from exc
     entry.update(status="published", finished_at=datetime.now(timezone.utc).isoformat(),
                  stages=stage.rows,
