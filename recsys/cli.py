@@ -23,7 +23,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from recsys.errors import RecsysError, Terminated, UsageError
-from recsys.store import DEFAULT_STORE, ENV_STORE
+from recsys.store import DEFAULT_STORE, ENV_STORE, check_store
 
 
 class _Commands(TyperGroup):
@@ -67,8 +67,6 @@ err_console = Console(stderr=True)
 
 def _store_folder(store: Path) -> Path:
     """The --store value, refused before any work if it names a file."""
-    from recsys.store import check_store
-
     try:
         check_store(store)
     except RecsysError as exc:
