@@ -1,36 +1,86 @@
 """The `recsys` command: thin Typer commands over the library.
 
-Exit codes: 0 success, 1 an unexpected failure, 2 a usage error (options, missing files or
-runs), 3 a data error (input that breaks a rule of the input format), 4 a run that could not
-complete (for example too little data).
+Exit codes: 0 success (also when the reader of the output stops reading), 1 an unexpected
+failure, 2 a usage error (options, missing files or runs), 3 a data error (input that breaks a
+rule of the input format), 4 a run that could not complete (for example too little data), 143 a
+run, evaluation or sweep ended by SIGTERM (after the same cleanup as a failure).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
-from recsys.errors import RecsysError, UsageError
+from recsys.errors import RecsysError, Terminated, UsageError
+from recsys.store import DEFAULT_STORE, ENV_STORE, check_store
+
+
+class _Commands(TyperGroup):
+    """The app's commands, listed with their help whole."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        """List each command with the first paragraph of its help, whole: click would cut it
+        at the terminal's width."""
+        rows = [(name, " ".join(command.help.split("\n\n")[0].split()))
+                for name, command in self.commands.items() if not command.hidden]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="A music recommender: batch runs into DuckDB, and the data they start from.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: docstrings rewrapped to the terminal, and flags shown without a type.
+    rich_markup_mode=None,
 )
-console = Console()
+
+
+class _Output(Console):
+    """Standard output. A reader that stops reading (`recsys runs | head -1`) ends the command
+    quietly with exit code 0: rich points stdout at devnull, as the Python docs advise ("Note
+    on SIGPIPE"), but exits with 1, which our exit codes keep for a bug."""
+
+    def on_broken_pipe(self) -> None:
+        try:
+            super().on_broken_pipe()
+        except SystemExit:
+            raise SystemExit(0) from None
+
+
+console = _Output()
 err_console = Console(stderr=True)
 
+
+def _store_folder(store: Path) -> Path:
+    """The --store value, refused before any work if it names a file."""
+    try:
+        check_store(store)
+    except RecsysError as exc:
+        _fail(exc)
+    return store
+
+
 StoreOption = Annotated[
-    Path, typer.Option("--store", help="The store folder (runs/, current.duckdb, registry.json).")
+    Path,
+    typer.Option("--store", envvar=ENV_STORE, callback=_store_folder,
+                 help="The store folder (runs/, current.duckdb, registry.json)."),
 ]
+# The app's default too (see `recsys.store.resolve_store`).
+STORE = Path(DEFAULT_STORE)
 ConfigOption = Annotated[
     Optional[Path], typer.Option("--config", help="A TOML config file; defaults otherwise.")
 ]
@@ -51,12 +101,31 @@ def main(
     )
 
 
-def _fail(exc: RecsysError) -> None:
+def _fail(exc: RecsysError | Terminated) -> None:
     # The message names files, keys and values: printed as text, never read as rich markup
     # (a config key such as "[batch.partition_size]" would vanish as a style tag).
-    message = Text.assemble(("error:", "bold red"), " ", str(exc))
+    text = str(exc)
+    if isinstance(exc, Terminated):
+        text += "; nothing was published, and the current run is unchanged"
+    message = Text.assemble(("error:", "bold red"), " ", text)
     err_console.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """Within it, SIGTERM raises Terminated: the work under way unwinds through the same cleanup
+    as a failure (its run marked failed, its temporary files removed)."""
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -73,7 +142,7 @@ def validate(
     except RecsysError as exc:
         _fail(exc)
     summary = dataset.summary()
-    table = Table(title=f"{data}", show_header=False)
+    table = Table(title=escape(str(data)), show_header=False)
     for key, value in summary.items():
         if key == "events_per_kind":
             value = ", ".join(f"{k} {n:,}" for k, n in value.items())
@@ -97,7 +166,7 @@ def import_(
     except RecsysError as exc:
         _fail(exc)
     for line in report.lines():
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -118,7 +187,7 @@ def generate(
     except RecsysError as exc:
         _fail(exc)
     for key, value in summary.items():
-        console.print(f"{key}: {value}", highlight=False)
+        console.print(f"{key}: {value}", highlight=False, markup=False)
 
 
 
@@ -126,7 +195,7 @@ def generate(
 @app.command()
 def run(
     data: Annotated[Path, typer.Argument(help="A dataset folder (see `recsys validate`).")],
-    store: StoreOption,
+    store: StoreOption = STORE,
     as_of: Annotated[
         Optional[str],
         typer.Option("--as-of", help="Run as of this UTC time (ISO 8601); "
@@ -143,7 +212,7 @@ def run(
     try:
         cfg = load_config(config)
         moment = parse_as_of(as_of)
-        with Progress(
+        with _sigterm_unwinds(), Progress(
             TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
             console=err_console, transient=True,
         ) as bar:
@@ -153,26 +222,31 @@ def run(
                 bar.update(task, completed=done, total=total, description=stage)
 
             result = run_batch(data, store, cfg=cfg, as_of=moment, progress=advance)
-    except RecsysError as exc:
+    except (RecsysError, Terminated) as exc:
         _fail(exc)
     summary = result.summary
-    console.print(f"run {result.run_id} published to {result.path}", highlight=False)
+    console.print(f"run {result.run_id} published to {result.path}", highlight=False,
+                  markup=False)
     for key in ("as_of", "users", "tracks", "events", "recommendations", "ranker_status",
                 "ndcg_ranker", "ndcg_candidate_order", "ndcg_users", "seconds", "peak_memory_mb"):
-        console.print(f"  {key}: {summary[key]}", highlight=False)
+        console.print(f"  {key}: {summary[key]}", highlight=False, markup=False)
 
 
 @app.command()
-def runs(store: StoreOption) -> None:
+def runs(store: StoreOption = STORE) -> None:
     """List the store's runs, newest first: id, as-of time, status, input fingerprint, code
     version, seconds, recommendations, and which one is current."""
     from recsys.store import REGISTRY, list_runs
 
     if not (store / REGISTRY).exists():
         _fail(UsageError(f"{store}: no {REGISTRY}; run `recsys run DATA --store {store}` first"))
+    try:
+        listed = list_runs(store)
+    except RecsysError as exc:
+        _fail(exc)
     header = ("run", "as of (UTC)", "status", "input", "code", "seconds", "recommendations", "")
     rows = [header]
-    for row in list_runs(store):
+    for row in listed:
         seconds, recs = row["seconds"], row["recommendations"]
         rows.append((
             row["id"], _minute(row["as_of"]), row["status"], row["fingerprint"],
@@ -195,7 +269,7 @@ def _minute(iso: str | None) -> str:
 def diff(
     run_a: Annotated[str, typer.Argument(help="The earlier run's id (see `recsys runs`).")],
     run_b: Annotated[str, typer.Argument(help="The later run's id.")],
-    store: StoreOption,
+    store: StoreOption = STORE,
     top: Annotated[int, typer.Option(help="Rises and falls listed per entity kind.", min=1)] = 10,
 ) -> None:
     """Compare two runs: per-user churn of the lists (Jaccard of the top-N sets), the tracks and
@@ -209,7 +283,7 @@ def diff(
                              f"{store}`)"))
     result = diff_runs(run_path(store, run_a), run_path(store, run_b))
     for line in _churn_lines(result):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     for entity in ("track", "creator"):
         moves = (("rose", result.rises(entity, top)), ("fell", result.falls(entity, top)))
         for title, rows in moves:
@@ -267,7 +341,7 @@ def _number(value: float | None, sign: str = "") -> str:
 @app.command()
 def recommend(
     user: Annotated[str, typer.Argument(help="A user id as it is in the data.")],
-    store: StoreOption,
+    store: StoreOption = STORE,
     run_id: Annotated[
         Optional[str], typer.Option("--run", help="A run id from `recsys runs`; default: current.")
     ] = None,
@@ -288,7 +362,7 @@ def recommend(
                              "check the id (ids are matched exactly, as strings)")
         recs = queries.user_recommendations(con, user)
         base = queries.expected_value(con)
-        table = Table(title=f"recommendations for {user}")
+        table = Table(title=f"recommendations for {escape(user)}")
         for column in ("rank", "title", "score", "reason", "because you liked", "top SHAP"):
             table.add_column(column)
         computed = None  # the user's SHAP computed now, where the batch did not store it
@@ -322,7 +396,7 @@ def _fallback_text(kind: str) -> str:
 @app.command()
 def follow(
     user: Annotated[str, typer.Argument(help="A user id as it is in the data.")],
-    store: StoreOption,
+    store: StoreOption = STORE,
     run_id: Annotated[
         Optional[str], typer.Option("--run", help="A run id from the registry; default: current.")
     ] = None,
@@ -346,7 +420,7 @@ def follow(
         console.print(f"no accounts to suggest to {user} in this run (a dataset without follows "
                       "has none)", highlight=False, markup=False)
         return
-    table = Table(title=f"who {user} might follow (they follow {follows:,})")
+    table = Table(title=f"who {escape(user)} might follow (they follow {follows:,})")
     for column in ("rank", "account", "score", "reason", "sources"):
         table.add_column(column)
     for row in suggestions.iter_rows(named=True):
@@ -360,7 +434,7 @@ def follow(
 
 @app.command()
 def supernodes(
-    store: StoreOption,
+    store: StoreOption = STORE,
     run_id: Annotated[
         Optional[str], typer.Option("--run", help="A run id from the registry; default: current.")
     ] = None,
@@ -433,7 +507,7 @@ def _progress_bar():
 @app.command()
 def evaluate(
     data: Annotated[Path, typer.Argument(help="A dataset folder (see `recsys validate`).")],
-    store: StoreOption,
+    store: StoreOption = STORE,
     as_of: AsOfOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -467,7 +541,8 @@ def evaluate(
         console.print(f"because you liked: without its named seed the score dropped for "
                       f"{dropped} of {tested} recommendations ({dropped / tested:.0%})",
                       highlight=False)
-    console.print(f"evaluation {result.evaluation_id} written to {result.path}", highlight=False)
+    console.print(f"evaluation {result.evaluation_id} written to {result.path}",
+                  highlight=False, markup=False)
 
 
 def _with_progress(name: str, job, data: Path, store: Path, config: Path | None,
@@ -480,14 +555,14 @@ def _with_progress(name: str, job, data: Path, store: Path, config: Path | None,
     try:
         cfg = load_config(config)
         moment = parse_as_of(as_of)
-        with _progress_bar() as bar:
+        with _sigterm_unwinds(), _progress_bar() as bar:
             task = bar.add_task(name, total=None)
 
             def advance(step: str, done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total, description=step)
 
             return cfg, job(data, store, cfg=cfg, as_of=moment, progress=advance)
-    except RecsysError as exc:
+    except (RecsysError, Terminated) as exc:
         _fail(exc)
 
 
@@ -536,13 +611,13 @@ def _print_whole(table: Table) -> None:
     if natural <= console.width:
         console.print(table)
         return
-    Console(file=console.file, width=natural, force_terminal=console.is_terminal).print(table)
+    _Output(file=console.file, width=natural, force_terminal=console.is_terminal).print(table)
 
 
 @app.command()
 def sweep(
     data: Annotated[Path, typer.Argument(help="A dataset folder (see `recsys validate`).")],
-    store: StoreOption,
+    store: StoreOption = STORE,
     as_of: AsOfOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -561,4 +636,5 @@ def sweep(
                       _number(row["gini"]), _number(row["coverage"]),
                       "yes" if row["setting"] == summary["in_use"] else "")
     _print_whole(table)
-    console.print(f"sweep {result.sweep_id} written to {result.path}", highlight=False)
+    console.print(f"sweep {result.sweep_id} written to {result.path}", highlight=False,
+                  markup=False)

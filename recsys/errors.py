@@ -29,3 +29,10 @@ class RunError(RecsysError):
     """A stage failed for a reason other than the input (for example, too little data)."""
 
     exit_code = 4
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM). Like KeyboardInterrupt it is no Exception, so
+    that the work under way unwinds through its cleanup without being reported as a failure."""
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended

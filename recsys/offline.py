@@ -34,7 +34,9 @@ from recsys.baselines import HYBRID, RANK, ModelSkipped, Train
 from recsys.config import Config
 from recsys.errors import RunError, UsageError
 from recsys.io.dataset import Dataset, read_dataset
-from recsys.pipeline import Progress, StageLog, default_as_of, fingerprint, fit_ranker, serve
+from recsys.pipeline import (
+    Progress, StageLog, check_as_of, default_as_of, fingerprint, fit_ranker, serve,
+)
 from recsys.results import EVALUATIONS, ResultWriter
 from recsys.stages.candidates import popularity
 from recsys.stages.feedback import POSITIVE, events_before, feedback
@@ -342,6 +344,7 @@ def first_cut(data: Dataset, as_of: datetime | None, cfg: Config) -> datetime:
     width = timedelta(days=cfg.labels.window_days)
     if as_of is None:
         return end - width
+    check_as_of(data.events, as_of)
     if as_of + width > end:
         last = end - timedelta(seconds=1)
         raise UsageError(

@@ -184,6 +184,15 @@ def default_as_of(events: pl.DataFrame) -> datetime:
     return events[s.TS].max() + timedelta(seconds=1)
 
 
+def check_as_of(events: pl.DataFrame, as_of: datetime) -> None:
+    """Raise UsageError unless some event comes before `as_of`: with none, there is nothing
+    to learn from."""
+    first = events[s.TS].min()
+    if first is None or first >= as_of:
+        raise UsageError(f"--as-of {as_of.isoformat()} is not after any event (the first is "
+                         f"{first.isoformat() if first else 'missing'}); choose a later time")
+
+
 def take_snapshot(data: Dataset, moment: datetime, users: pl.Series, cfg: Config) -> Snapshot:
     """Build feedback, similarity and candidates from the events before `moment`."""
     return snapshot_of(world_at(data, moment, cfg), users, data, cfg)
@@ -616,15 +625,13 @@ def run_batch(
     started_at = datetime.now(timezone.utc)
     stage = StageLog(progress, total=11)
 
+    read_registry(store)  # a registry that cannot be read stops the run before any work
     started = stage.start()
     data = read_dataset(data_dir)
     stage("validate", started, events=data.events.height, tracks=data.tracks.height)
     as_of = as_of or default_as_of(data.events)
-    first = data.events[s.TS].min()
-    if first is None or first >= as_of:
-        # An empty run would replace the current one and take every user's list away.
-        raise UsageError(f"--as-of {as_of.isoformat()} is not after any event (the first is "
-                         f"{first.isoformat() if first else 'missing'}); choose a later time")
+    # An empty run would replace the current one and take every user's list away.
+    check_as_of(data.events, as_of)
 
     run_id = new_run_id(started_at)
     entry = {

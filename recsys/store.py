@@ -45,6 +45,8 @@ KILLED = "the process ended without finishing (killed?)"
 START_SLACK_SECONDS = 2.0
 # Characters of the input fingerprint (a sha256) shown in listings: enough to tell inputs apart.
 FINGERPRINT_SHOWN = 12
+_REGISTRY_ADVICE = ("restore it from a backup, or move the store folder aside and run again "
+                    "into a new one (the run files in runs/ stay readable)")
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -67,12 +69,27 @@ def _registry_lock(store: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def check_store(store: str | Path) -> None:
+    """Raise UsageError if `store` exists but is not a folder (a new path is fine)."""
+    store = Path(store)
+    if store.exists() and not store.is_dir():
+        raise UsageError(f"{store} is a file, not a store folder; choose a folder (new, or one "
+                         "holding runs/, current.duckdb and registry.json)")
+
+
 def read_registry(store: str | Path) -> dict:
-    """The registry of `store`: {"current": run id or None, "runs": [...]}."""
+    """The registry of `store`: {"current": run id or None, "runs": [...]}; UsageError if it
+    cannot be read."""
     path = Path(store) / REGISTRY
     if not path.exists():
         return {"current": None, "runs": []}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        registry = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc}); {_REGISTRY_ADVICE}") from exc
+    if not isinstance(registry, dict) or not isinstance(registry.get("runs"), list):
+        raise UsageError(f"{path}: holds no list of runs; {_REGISTRY_ADVICE}")
+    return registry
 
 
 def _write_registry(store: Path, registry: dict) -> None:

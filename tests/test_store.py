@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from recsys.cli import app
 from recsys.store import CURRENT, current_run_id, list_runs, read_registry
 
-from conftest import SAMPLE_DATA
+from conftest import ROOT, SAMPLE_DATA
 
 
 def _run_ids(store: Path) -> list[str]:
@@ -40,11 +40,7 @@ def test_a_killed_run_leaves_the_current_run_untouched(store):
         [sys.executable, "-m", "recsys", "run", str(SAMPLE_DATA), "--store", str(store)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while not list((store / "runs").glob(".*.duckdb.tmp")):
-        assert process.poll() is None, "the run ended before its temporary file was seen"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for_temporary_file(store, process)
     time.sleep(0.5)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -57,6 +53,32 @@ def test_a_killed_run_leaves_the_current_run_untouched(store):
     assert result.exit_code == 0, result.output
     after = _run_ids(store)
     assert after[0] != before[0] and after[0] == current_run_id(store)
+
+
+def _wait_for_temporary_file(store: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not list((store / "runs").glob(".*.duckdb.tmp")):
+        assert process.poll() is None, "the run ended before its temporary file was seen"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_terminated_run_is_marked_failed_and_cleaned_up_at_once(store):
+    before = _run_ids(store)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys", "run", str(SAMPLE_DATA), "--store", str(store)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+    )
+    _wait_for_temporary_file(store, process)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1].decode()
+
+    assert process.returncode == 143, stderr
+    assert "terminated (SIGTERM)" in stderr
+    [entry] = [r for r in read_registry(store)["runs"] if r.get("pid") == process.pid]
+    assert entry["status"] == "failed" and entry["error"] == "terminated (SIGTERM)"
+    assert _temporary_bytes(store) == 0 and not list((store / "runs").glob(".*.tmp*"))
+    assert _run_ids(store) == before
 
 
 def test_bad_input_fails_and_writes_nothing(store, tmp_path):

@@ -188,6 +188,8 @@ def read_dataset(folder: str | Path) -> Dataset:
     """Read, normalize and check the dataset in `folder`; raise DataError listing every problem."""
     folder = Path(folder)
     if not folder.is_dir():
+        if folder.exists():
+            raise UsageError(f"{folder} is a file, not a dataset folder")
         raise UsageError(f"{folder}: no such dataset folder")
 
     # Every check runs, whatever an earlier one found, so that one run lists every problem.
@@ -545,9 +547,11 @@ def check_dest(dest: str | Path) -> None:
     if others:
         shown = ", ".join(others[:EXAMPLES]) + (f" and {len(others) - EXAMPLES:,} more"
                                                 if len(others) > EXAMPLES else "")
-        raise UsageError(f"{dest}: holds {shown}, which are not dataset tables; choose a new or "
-                         "empty folder, or move those out (only the tables' .parquet and .csv "
-                         "files are ever replaced)")
+        are = "is not a dataset table" if len(others) == 1 else "are not dataset tables"
+        those = "it" if len(others) == 1 else "those"
+        raise UsageError(f"{dest}: holds {shown}, which {are}; choose a new or empty folder, or "
+                         f"move {those} out (only the tables' .parquet and .csv files are ever "
+                         "replaced)")
 
 
 def write_dataset(tables: dict[str, pl.DataFrame], dest: str | Path) -> Path:
@@ -579,6 +583,9 @@ def write_dataset(tables: dict[str, pl.DataFrame], dest: str | Path) -> Path:
 def _replace_files(new: Path, dest: Path) -> None:
     """Move the files of `new` into `dest`, then remove the dataset files of `dest` that are
     not among them (a clashing CSV, a table the new dataset lacks)."""
+    replaced = sorted(p.name for p in dest.iterdir() if p.name in DATASET_FILES)
+    if replaced:
+        log.warning("%s: replaced the dataset files it held (%s)", dest, ", ".join(replaced))
     written = {p.name for p in new.iterdir()}
     for name in sorted(written):
         os.replace(new / name, dest / name)

@@ -145,7 +145,8 @@ def import_dataset(fmt: str, src: Path, dest: Path) -> ImportReport:
     Raises
     ------
     UsageError
-        An unknown format, or a `dest` that holds anything but the dataset tables' files.
+        An unknown format, a `src` that is no folder, or a `dest` that holds anything but
+        the dataset tables' files.
     DataError
         A missing or unreadable source file, named in the message; nothing is written.
     """
@@ -169,9 +170,12 @@ def import_dataset(fmt: str, src: Path, dest: Path) -> ImportReport:
 
 
 def _require_files(fmt: str, src: Path, names: Sequence[str]) -> None:
-    """Raise DataError naming every required file missing from `src`."""
+    """Raise UsageError if `src` is no folder, DataError naming every required file missing
+    from it."""
     if not src.is_dir():
-        raise DataError(f"{src}: no such folder; the {fmt} importer reads {', '.join(names)}")
+        problem = " is a file, not a folder" if src.exists() else ": no such folder"
+        raise UsageError(f"{src}{problem}; the {fmt} importer reads {', '.join(names)} from "
+                         "a folder")
     missing = [str(src / name) for name in names if not (src / name).is_file()]
     if missing:
         raise DataError(
