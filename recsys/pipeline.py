@@ -47,7 +47,9 @@ from recsys.stages.feedback import events_before, feedback
 from recsys.stages.labels import LABEL, LABEL_POSITIVE, labels
 from recsys.stages.ranker import CUT, SCORE, TrainedRanker, ndcg_at, train_ranker
 from recsys.stages.similarity import similar_tracks
-from recsys.store import RunWriter, new_run_id, prune_runs, read_registry, record_run
+from recsys.store import (
+    RunWriter, discard_temporary, new_run_id, prune_runs, read_registry, record_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -677,14 +679,16 @@ def run_batch(
     except BaseException as exc:
         if writer is not None:
             writer.abandon()
+        discard_temporary(store, run_id)  # an interrupt may come while the writer opens them
         entry.update(status="failed", error=str(exc) or type(exc).__name__,
                      finished_at=datetime.now(timezone.utc).isoformat())
         record_run(store, entry)
-        if (isinstance(exc, RecsysError) and not isinstance(exc, RunError)) or not isinstance(
-                exc, Exception):
+        # Usage and data errors and interrupts pass as they are. A stage's RunError, or
+        # anything unexpected, is a run that could not complete (exit code 4), reported with
+        # the run and its last stage; the traceback goes to the DEBUG log.
+        interrupted = not isinstance(exc, Exception)
+        if interrupted or (isinstance(exc, RecsysError) and not isinstance(exc, RunError)):
             raise
-        # Anything else is a run that could not complete (exit code 4), not a usage or data
-        # error; the traceback goes to the DEBUG log.
         log.debug("run %s failed", run_id, exc_info=exc)
         done = stage.rows[-1]["stage"] if stage.rows else "none"
         cause = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"

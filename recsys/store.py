@@ -262,8 +262,21 @@ class RunWriter:
     def abandon(self) -> None:
         with contextlib.suppress(duckdb.Error):
             self.con.close()
-        self.tmp_path.unlink(missing_ok=True)
-        self.tmp_path.with_name(f"{self.tmp_path.name}.wal").unlink(missing_ok=True)
+        _unlink_temporary(self.tmp_path)
+
+
+def discard_temporary(store: str | Path, run_id: str) -> None:
+    """Delete the temporary files of run `run_id`, if any (also those of a writer that was
+    interrupted while it opened them)."""
+    _unlink_temporary(Path(store) / RUNS_DIR / f".{run_id}{TMP_SUFFIX}")
+
+
+def _unlink_temporary(tmp_path: Path) -> None:
+    # Best effort: a cleanup that fails (the runs folder is not a folder) must not hide why
+    # the run stopped.
+    for path in (tmp_path, tmp_path.with_name(f"{tmp_path.name}.wal")):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _point_current(store: Path, final: Path) -> None:

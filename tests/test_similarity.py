@@ -13,7 +13,7 @@ from implicit.nearest_neighbours import CosineRecommender
 
 from recsys.config import FeedbackConfig, SimilarityConfig
 from recsys.stages.feedback import feedback
-from recsys.stages.similarity import neighbours, similar_tracks
+from recsys.stages.similarity import _factors, neighbours, similar_tracks
 
 
 def _plays(pairs: list[tuple[str, str]]) -> pl.DataFrame:
@@ -115,6 +115,36 @@ def test_cosine_matches_implicit_cosine_recommender():
             assert sorted(ours.values())[-k] == pytest.approx(kth, rel=1e-5)
         compared += len(set(expected) & set(ours))
     assert compared > items * k * 0.9
+
+
+@pytest.mark.parametrize("measure", ["bm25", "rp3beta", "cosine"])
+def test_weighted_scores_match_scipys_sparse_product(measure):
+    # Weighted measures (and any measure over valued interactions) accumulate the dot product
+    # in single precision: each kept pair's score is scipy's double-precision product of the
+    # same factors to 1e-5, and so is each track's k-th best score.
+    rng = np.random.default_rng(5)
+    users, items, k = 500, 150, 10
+    dense = (rng.random((users, items)) < rng.uniform(0.02, 0.2, size=items)) * rng.uniform(
+        0.2, 3.0, size=(users, items))
+    matrix = sp.csr_matrix(dense)
+    cfg = SimilarityConfig(measure=measure, k=k, min_co_count=2)
+    src, dst, score, co = neighbours(matrix, cfg)
+
+    user_weight, source, target, _ = _factors(matrix, cfg)
+    values = sp.csr_matrix(dense.astype(np.float32).astype(np.float64))
+    dot = (values.T @ sp.diags(user_weight) @ values).toarray()
+    shared = ((dense > 0).T.astype(np.int64) @ (dense > 0).astype(np.int64))
+    expected = dot * source[:, None] * target[None, :]
+    expected[(shared < 2) | np.eye(items, dtype=bool)] = 0.0
+    assert score == pytest.approx(expected[src, dst], rel=1e-5)
+    assert np.array_equal(co, shared[src, dst])
+    for item in range(items):
+        best = np.sort(expected[item][expected[item] > 0])[::-1][:k]
+        ours = np.sort(score[src == item])[::-1]
+        assert len(ours) == len(best)
+        if len(best):
+            assert ours[-1] == pytest.approx(best[-1], rel=1e-5)
+    assert len(src) > items * k * 0.9
 
 
 @pytest.mark.parametrize("measure", ["cosine", "rp3beta"])

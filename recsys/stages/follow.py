@@ -36,8 +36,8 @@ import scipy.sparse as sp
 from recsys import schema as s
 from recsys.config import FollowConfig, WalksConfig
 from recsys.ids import IdMap
-from recsys.stages.feedback import LAST_TS, POSITIVE, STRENGTH
 from recsys.stages import walks
+from recsys.stages.feedback import LAST_TS, POSITIVE, STRENGTH
 from recsys.stages.similarity import neighbours, positive_matrix
 
 log = logging.getLogger(__name__)
