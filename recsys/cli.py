@@ -226,10 +226,12 @@ def run(
         _fail(exc)
     summary = result.summary
     console.print(f"run {result.run_id} published to {result.path}", highlight=False,
-                  markup=False)
+                  markup=False, soft_wrap=True)  # one line, whatever the width: for grep
     for key in ("as_of", "users", "tracks", "events", "recommendations", "ranker_status",
                 "ndcg_ranker", "ndcg_candidate_order", "ndcg_users", "seconds", "peak_memory_mb"):
-        console.print(f"  {key}: {summary[key]}", highlight=False, markup=False)
+        value = summary[key]
+        shown = f"{value:.4f}" if isinstance(value, float) and key.startswith("ndcg") else value
+        console.print(f"  {key}: {shown}", highlight=False, markup=False)
 
 
 @app.command()
