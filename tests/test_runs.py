@@ -76,7 +76,7 @@ def test_runs_lists_every_run_with_its_input_code_and_counts(two_runs):
     result = CliRunner().invoke(app, ["runs", "--store", str(store)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["run", "as", "of", "(UTC)", "status", "input", "code",
+    assert lines[0].split() == ["run", "as", "of", "(UTC)", "status", "fingerprint", "code",
                                 "seconds", "recommendations"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert list(rows) == [new, old, "20000101T000000Z-dead00"]  # newest first
