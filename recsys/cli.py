@@ -246,7 +246,8 @@ def runs(store: StoreOption = STORE) -> None:
         listed = list_runs(store)
     except RecsysError as exc:
         _fail(exc)
-    header = ("run", "as of (UTC)", "status", "fingerprint", "code", "seconds", "recommendations", "")
+    header = ("run", "as of (UTC)", "status", "fingerprint", "code", "seconds", "recommendations",
+              "")
     rows = [header]
     for row in listed:
         seconds, recs = row["seconds"], row["recommendations"]

@@ -679,7 +679,8 @@ def run_batch(
     except BaseException as exc:
         if writer is not None:
             writer.abandon()
-        discard_temporary(store, run_id)  # an interrupt may come while the writer opens them
+        else:  # an interrupt may have come while the writer was opening its files
+            discard_temporary(store, run_id)
         entry.update(status="failed", error=str(exc) or type(exc).__name__,
                      finished_at=datetime.now(timezone.utc).isoformat())
         record_run(store, entry)

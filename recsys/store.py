@@ -136,8 +136,7 @@ def _reap(store: Path, registry: dict) -> list[str]:
     for entry in registry["runs"]:
         if entry.get("status") == RUNNING and process_ended(entry):
             entry.update(status=FAILED, error=KILLED)
-            for suffix in (TMP_SUFFIX, f"{TMP_SUFFIX}.wal"):
-                (store / RUNS_DIR / f".{entry['id']}{suffix}").unlink(missing_ok=True)
+            discard_temporary(store, entry["id"])
             reaped.append(entry["id"])
     if reaped:
         log.info("marked %s failed: their processes ended without finishing", ", ".join(reaped))
@@ -219,7 +218,7 @@ class RunWriter:
         self.store = Path(store)
         self.run_id = run_id
         (self.store / RUNS_DIR).mkdir(parents=True, exist_ok=True)
-        self.tmp_path = self.store / RUNS_DIR / f".{run_id}{TMP_SUFFIX}"
+        self.tmp_path = _temporary_path(self.store, run_id)
         self.tmp_path.unlink(missing_ok=True)
         self.con = duckdb.connect(str(self.tmp_path))
 
@@ -268,7 +267,11 @@ class RunWriter:
 def discard_temporary(store: str | Path, run_id: str) -> None:
     """Delete the temporary files of run `run_id`, if any (also those of a writer that was
     interrupted while it opened them)."""
-    _unlink_temporary(Path(store) / RUNS_DIR / f".{run_id}{TMP_SUFFIX}")
+    _unlink_temporary(_temporary_path(Path(store), run_id))
+
+
+def _temporary_path(store: Path, run_id: str) -> Path:
+    return store / RUNS_DIR / f".{run_id}{TMP_SUFFIX}"
 
 
 def _unlink_temporary(tmp_path: Path) -> None:

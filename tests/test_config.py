@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recsys.config import load_config
@@ -41,5 +43,4 @@ def test_an_integer_stands_for_a_float_and_arrays_become_tuples(tmp_path):
 
 @pytest.mark.parametrize("name", ["hetrec.toml", "movielens.toml"])
 def test_the_shipped_configs_load(name):
-    from pathlib import Path
     load_config(Path(__file__).parent.parent / "configs" / name)
